@@ -1,0 +1,57 @@
+"""The exception hierarchy of mixsim.
+
+Every error a user can cause derives from :class:`MixsimError`; the command line turns
+these into one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+__all__ = ["MixsimError", "ConfigError", "ProtocolError", "DivergenceError"]
+
+
+class MixsimError(Exception):
+    """Base class of every error mixsim raises on purpose."""
+
+
+class ConfigError(MixsimError, ValueError):
+    """A configuration value (file, key, value) is invalid.
+
+    Parameters
+    ----------
+    message : str
+        What is wrong and, where possible, the allowed values.
+    source : str, optional
+        The file (or other origin) the value came from.
+    key : str, optional
+        The dotted key of the bad value.
+    """
+
+    def __init__(self, message: str, *, source: str | None = None, key: str | None = None):
+        self.source = source
+        self.key = key
+        self.message = message
+        super().__init__(self._format())
+
+    def _format(self) -> str:
+        where = ": ".join(part for part in (self.source, self.key) if part)
+        return f"{where}: {self.message}" if where else self.message
+
+
+class ProtocolError(ConfigError):
+    """A protocol file or protocol parameter is invalid, or a protocol breaks the model."""
+
+
+class DivergenceError(MixsimError, FloatingPointError):
+    """A run produced a non-finite value.
+
+    Parameters
+    ----------
+    step : int
+        The computation step at which the first non-finite value appeared.
+    message : str
+        Details.
+    """
+
+    def __init__(self, step: int, message: str = "non-finite value in the state"):
+        self.step = step
+        super().__init__(f"diverged at step {step}: {message}")
