@@ -1,0 +1,397 @@
+"""The discrete-event engine: workers, rounds and messages on a SimPy clock.
+
+A :class:`Simulation` runs one protocol for ``n`` workers. Each worker is a SimPy process
+that computes for a time drawn from its compute-time distribution, then performs a
+*computation event* (one step of the MixML model: it reads its view slot, and the update it
+produces is added to its target slot), then takes part in the protocol's communication
+events. Every communication event is an :class:`~mixsim.operators.Operator` applied to the
+real state ``X`` and recorded in the :class:`~mixsim.trace.Trace`. The order of events comes
+from the simulated clock; every random choice comes from one seed.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import simpy
+
+from mixsim.blocks import BLOCKS, BlockContext
+from mixsim.errors import DivergenceError, ProtocolError
+from mixsim.protocol import Protocol, RuleSpec, load_protocol
+from mixsim.state import SlotLayout
+from mixsim.timing import Timing
+from mixsim.trace import Consensus, Trace
+
+__all__ = ["Simulation", "build_layout"]
+
+#: compute(worker, view, step) -> update to add to the worker's target slot (or None).
+ComputeFn = Callable[[int, np.ndarray, int], "np.ndarray | None"]
+
+
+def build_layout(protocol: Protocol, n: int) -> SlotLayout:
+    """The slot layout of ``protocol`` for ``n`` workers."""
+    groups = {"workers": n}
+    for name, count in protocol.spec.slots.items():
+        value = protocol.evaluate(count, n, f"slots.{name}")
+        if name == "workers":
+            raise ProtocolError("the 'workers' group is implicit", source=protocol.source,
+                                key="slots.workers")
+        if not isinstance(value, int) or value < 1:
+            raise ProtocolError(f"slot count {value!r} must be a positive integer for n = {n}",
+                                source=protocol.source, key=f"slots.{name}")
+        groups[name] = value
+    target = protocol.spec.target
+    if not isinstance(target, str) and target.delay_line is not None:
+        line = target.delay_line
+        groups.setdefault(line.group, _delay_line_length(protocol, n))
+    return SlotLayout(groups)
+
+
+def _delay_line_length(protocol: Protocol, n: int) -> int:
+    line = protocol.spec.target.delay_line
+    delay = protocol.evaluate(line.delay, n, "target.delay_line.delay")
+    if not isinstance(delay, int) or delay < 0:
+        raise ProtocolError(f"delay {delay!r} must be an integer >= 0", source=protocol.source,
+                            key="target.delay_line.delay")
+    distribution = protocol.evaluate(line.distribution, n, "target.delay_line.distribution")
+    return {"constant": delay, "uniform": 2 * delay}.get(distribution, 4 * delay) + 1
+
+
+@dataclass
+class _Rule:
+    spec: RuleSpec
+    block: object
+    every: int
+    delay: Callable[[], int] | None
+    kind: str
+
+
+class Simulation:
+    """One run of a protocol on the simulated cluster.
+
+    Parameters
+    ----------
+    protocol : str, Path or Protocol
+        Catalog name, protocol file or loaded protocol.
+    n_workers : int
+        Number of workers, >= 1.
+    d : int
+        Number of coordinates of the state.
+    timing : Timing, optional
+        Compute-time distribution and links (default: exponential compute times of mean 1,
+        instantaneous links).
+    seed : int
+        The one seed every random stream of the run derives from.
+    compute : callable, optional
+        ``compute(worker, view, step)`` returns the update a computation event adds to the
+        worker's target slot (``None`` for none). Without it, computation events only mark
+        steps: the run measures communication alone.
+    initial_state : ndarray, optional
+        ``X_0`` with shape ``(slots, d)``; default standard normal from the seed.
+    record_updates : bool
+        Keep the updates in the trace so :meth:`Trace.replay` reproduces the state.
+    params : dict, optional
+        Protocol parameter overrides.
+    dtype : numpy dtype
+        Dtype of the state.
+
+    Examples
+    --------
+    >>> sim = Simulation("allreduce", 4, seed=0).run(8)
+    >>> sim.step, len(sim.trace)
+    (8, 2)
+    """
+
+    def __init__(self, protocol, n_workers: int, *, d: int = 1, timing: Timing | None = None,
+                 seed: int = 0, compute: ComputeFn | None = None, initial_state=None,
+                 record_updates: bool = False, params: dict | None = None,
+                 dtype=np.float64):
+        if not isinstance(n_workers, int | np.integer) or n_workers < 1:
+            raise ProtocolError(f"{n_workers!r} workers: must be an integer >= 1",
+                                key="workers")
+        self.protocol = load_protocol(protocol, params)
+        self.n = int(n_workers)
+        self.d = int(d)
+        self.timing = timing or Timing()
+        self.compute = compute
+        streams = np.random.SeedSequence(seed).spawn(4)
+        self._rng_timing, rng_blocks, self._rng_sparse, rng_state = (
+            np.random.default_rng(s) for s in streams
+        )
+        self.layout = build_layout(self.protocol, self.n)
+        spec = self.protocol.spec
+        consensus = Consensus(self.layout, spec.consensus.average, spec.consensus.absorb)
+        for key, group in (("consensus.average", consensus.average),
+                           ("consensus.absorb", consensus.absorb)):
+            if group is not None and group not in self.layout.groups:
+                raise ProtocolError(f"unknown slot group {group!r}", source=self.protocol.source,
+                                    key=key)
+        self.trace = Trace(self.layout, consensus, record_updates=record_updates)
+        if initial_state is None:
+            self.X = rng_state.standard_normal((self.layout.size, self.d)).astype(dtype)
+        else:
+            self.X = np.array(initial_state, dtype=dtype, copy=True)
+            if self.X.shape != (self.layout.size, self.d):
+                raise ProtocolError(
+                    f"initial state has shape {self.X.shape}, expected "
+                    f"{(self.layout.size, self.d)}", key="initial_state")
+        self.trace.initial_state = self.X.copy()
+        self.schedule = self.protocol.evaluate(spec.schedule, self.n, "schedule")
+        if self.schedule not in ("sync", "async"):
+            raise ProtocolError(f"schedule {self.schedule!r}: allowed sync, async",
+                                source=self.protocol.source, key="schedule")
+        self._context = BlockContext(self.layout, rng_blocks, self.protocol.source)
+        self._rules = self._build_rules()
+        self._view_rows = self._owner_rows(spec.view, "view")
+        self._setup_target()
+        self._eta = self.protocol.sparsify
+        self._bytes = 4.0 * self.d * (self._eta if self._eta else 1.0)
+        self._compute_time = self.timing.compute.sampler(self.n, self._rng_timing)
+        self._links = self.timing.links
+        self._instant = (not self._links._table and self._links.latency == 0
+                         and self._links.bandwidth == float("inf"))
+        self._pending: dict[int, list] = defaultdict(list)
+
+        self.env = simpy.Environment()
+        self.step = 0
+        self.round = 0
+        self._limit = 0
+        self._done = self.env.event()
+        self._resume = self.env.event()
+        self._stopped = False
+        if self.schedule == "sync":
+            self._arrived = 0
+            self._all_arrived = self.env.event()
+            self._release = self.env.event()
+            self.env.process(self._coordinator())
+        for worker in range(self.n):
+            self.env.process(self._worker(worker))
+
+    # -- set-up -----------------------------------------------------------------------
+    def _owner_rows(self, group: str, key: str) -> np.ndarray:
+        if group not in self.layout.groups:
+            raise ProtocolError(f"unknown slot group {group!r}; this protocol has: "
+                                f"{', '.join(self.layout.groups)}",
+                                source=self.protocol.source, key=key)
+        return np.array([self.layout.owner_slot(group, w) for w in range(self.n)])
+
+    def _setup_target(self):
+        target = self.protocol.spec.target
+        self._delay_line = None
+        if isinstance(target, str) or target.delay_line is None:
+            group = target if isinstance(target, str) else (target.group or "workers")
+            self._target_rows = self._owner_rows(group, "target")
+            return
+        line = target.delay_line
+        delay = self.protocol.evaluate(line.delay, self.n, "target.delay_line.delay")
+        self._target_rows = None
+        self._delay_line = (self.layout.rows(line.group),
+                            BLOCKS["accumulate"](self._context, source=line.group, to=line.into),
+                            self._delay_sampler(self._line_distribution(), delay))
+
+    def _line_distribution(self) -> str:
+        line = self.protocol.spec.target.delay_line
+        return self.protocol.evaluate(line.distribution, self.n, "target.delay_line.distribution")
+
+    def _delay_sampler(self, distribution: str, delay: int):
+        rng = self._context.rng
+        if distribution == "constant":
+            return lambda: delay
+        if distribution == "uniform":
+            return lambda: int(rng.integers(0, 2 * delay + 1))
+        if distribution == "geometric":
+            cap = 4 * delay
+            return lambda: min(int(rng.geometric(1.0 / (delay + 1))) - 1, cap)
+        raise ProtocolError(f"unknown delay distribution {distribution!r}; allowed: "
+                            "constant, uniform, geometric", source=self.protocol.source,
+                            key="target.delay_line.distribution")
+
+    def _build_rules(self) -> dict[str, list[_Rule]]:
+        rules = {"round": [], "own-step": [], "step": []}
+        for k, spec in enumerate(self.protocol.spec.communication):
+            key = f"communication[{k}]"
+            if spec.when is not None and not self.protocol.evaluate(
+                "=" + spec.when.lstrip("="), self.n, f"{key}.when"
+            ):
+                continue
+            block_cls = BLOCKS.get(spec.op)
+            if block_cls is None:
+                raise ProtocolError(f"unknown op {spec.op!r}; allowed: {', '.join(BLOCKS)}",
+                                    source=self.protocol.source, key=f"{key}.op")
+            args = {a: self.protocol.evaluate(v, self.n, f"{key}.args.{a}")
+                    for a, v in spec.args.items()}
+            self._context.key = key
+            try:
+                block = block_cls(self._context, **args)
+            except TypeError as exc:
+                raise ProtocolError(f"bad arguments for op {spec.op!r}: {exc}",
+                                    source=self.protocol.source, key=f"{key}.args") from None
+            every = self.protocol.evaluate(spec.every, self.n, f"{key}.every")
+            if not isinstance(every, int) or every < 1:
+                raise ProtocolError(f"every = {every!r} must be an integer >= 1",
+                                    source=self.protocol.source, key=f"{key}.every")
+            if spec.on == "round" and self.protocol.evaluate(
+                    self.protocol.spec.schedule, self.n) != "sync":
+                raise ProtocolError("'on: round' needs schedule sync",
+                                    source=self.protocol.source, key=f"{key}.on")
+            rules[spec.on].append(_Rule(spec, block, every, self._rule_delay(spec, key),
+                                        spec.op))
+        return rules
+
+    def _rule_delay(self, spec: RuleSpec, key: str):
+        if spec.delay_steps is None:
+            return None
+        value = spec.delay_steps
+        if isinstance(value, dict):
+            low = self.protocol.evaluate(value.get("low", 0), self.n, f"{key}.delay_steps.low")
+            high = self.protocol.evaluate(value.get("high"), self.n, f"{key}.delay_steps.high")
+            if not (isinstance(low, int) and isinstance(high, int) and 0 <= low <= high):
+                raise ProtocolError(f"delay_steps needs integers 0 <= low <= high, got "
+                                    f"{low!r}, {high!r}", source=self.protocol.source,
+                                    key=f"{key}.delay_steps")
+            rng = self._context.rng
+            return lambda: int(rng.integers(low, high + 1))
+        steps = self.protocol.evaluate(value, self.n, f"{key}.delay_steps")
+        if not isinstance(steps, int) or steps < 0:
+            raise ProtocolError(f"delay_steps {steps!r} must be an integer >= 0",
+                                source=self.protocol.source, key=f"{key}.delay_steps")
+        return lambda: steps
+
+    # -- running ----------------------------------------------------------------------
+    def run(self, steps: int) -> Simulation:
+        """Run until ``steps`` computation events have happened in total (resumable).
+
+        Communication events that follow computation ``steps - 1`` before computation
+        ``steps`` are included, so the step operators ``M_0 ... M_{steps-1}`` are complete.
+        """
+        if steps <= self.step:
+            return self
+        self._limit = steps
+        self._done = self.env.event()
+        if self._stopped:
+            self._stopped = False
+            resume, self._resume = self._resume, self.env.event()
+            resume.succeed()
+        self.env.run(until=self._done)
+        return self
+
+    def _apply(self, op, kind: str, nodes) -> None:
+        coords = None
+        if self._eta is not None:
+            coords = np.flatnonzero(self._rng_sparse.random(self.d) < self._eta)
+            if coords.size == 0:
+                return
+        op.apply(self.X, coords)
+        self.trace.record(self.step - 1, self.env.now, kind, op, coords)
+
+    def _delay(self, events) -> float:
+        if self._instant:
+            return 0.0
+        return max((self._links.delay(nodes, self._bytes) for _, nodes in events), default=0.0)
+
+    def _computation(self, worker: int):
+        """The computation event of ``worker`` and the events that follow it at once."""
+        t = self.step
+        if self.compute is not None:
+            delta = self.compute(worker, self.X[self._view_rows[worker]], t)
+            if delta is not None:
+                if self._delay_line is not None:
+                    rows, _, sampler = self._delay_line
+                    row = rows[(t + sampler()) % rows.size]
+                else:
+                    row = self._target_rows[worker]
+                self.X[row] += delta
+                if not np.all(np.isfinite(self.X[row])):
+                    raise DivergenceError(t, f"worker {worker}'s update is not finite")
+                self.trace.record_update(t, self.env.now, worker, row, delta)
+        self.step = t + 1
+        self.trace.n_steps = self.step
+        if self._delay_line is not None:
+            rows, deliver, _ = self._delay_line
+            self._apply(deliver.op_for_slot(int(rows[t % rows.size])), "deliver", [worker])
+        for rule, op, nodes in self._pending.pop(t, ()):
+            self._apply(op, rule.kind, nodes)
+        for rule in self._rules["step"]:
+            if (t + 1) % rule.every == 0:
+                self._fire(rule, worker, (t + 1) // rule.every - 1)
+
+    def _fire(self, rule: _Rule, worker, round_index):
+        events = rule.block.events(worker, round_index)
+        if rule.delay is None:
+            for op, nodes in events:
+                self._apply(op, rule.kind, nodes)
+            return
+        for op, nodes in events:
+            due = self.step - 1 + rule.delay()
+            if due == self.step - 1:
+                self._apply(op, rule.kind, nodes)
+            else:
+                self._pending[due].append((rule, op, nodes))
+
+    def _worker(self, worker: int):
+        env = self.env
+        own = self._rules["own-step"]
+        sync = self.schedule == "sync"
+        while True:
+            yield env.timeout(self._compute_time(worker))
+            if self.step >= self._limit:
+                if not self._stopped:
+                    self._stopped = True
+                    self._done.succeed()
+                yield self._resume
+            self._computation(worker)
+            for rule in own:
+                if rule.delay is not None or not rule.spec.wait:
+                    self._send_later(rule, worker)
+                    continue
+                events = rule.block.events(worker, self.round)
+                delay = self._delay(events)
+                if delay > 0:
+                    yield env.timeout(delay)
+                for op, nodes in events:
+                    self._apply(op, rule.kind, nodes)
+            if sync:
+                self._arrived += 1
+                if self._arrived == self.n:
+                    self._all_arrived.succeed()
+                yield self._release
+
+    def _send_later(self, rule: _Rule, worker: int):
+        if rule.delay is not None:
+            self._fire(rule, worker, self.round)
+            return
+        events = rule.block.events(worker, self.round)
+        delay = self._delay(events)
+        if delay <= 0:
+            for op, nodes in events:
+                self._apply(op, rule.kind, nodes)
+            return
+        timer = self.env.timeout(delay)
+        timer.callbacks.append(
+            lambda _event: [self._apply(op, rule.kind, nodes) for op, nodes in events]
+        )
+
+    def _coordinator(self):
+        env = self.env
+        rules = self._rules["round"]
+        while True:
+            yield self._all_arrived
+            self._all_arrived = env.event()
+            self._arrived = 0
+            r = self.round
+            events = []
+            for rule in rules:
+                if (r + 1) % rule.every == 0:
+                    events.extend((rule, op, nodes) for op, nodes in
+                                  rule.block.events(None, (r + 1) // rule.every - 1))
+            delay = self._delay([(op, nodes) for _, op, nodes in events])
+            if delay > 0:
+                yield env.timeout(delay)
+            for rule, op, nodes in events:
+                self._apply(op, rule.kind, nodes)
+            self.round = r + 1
+            release, self._release = self._release, env.event()
+            release.succeed()

@@ -1,0 +1,462 @@
+"""Mixing time ``t_mix`` and ``xi`` of a protocol (seed 002, Assumptions 2 and 3).
+
+``t_mix`` is the smallest number of steps ``L`` such that every window of ``L`` step
+operators halves every distance to consensus:
+``||M_{t+L-1} ... M_t X - M_inf X|| <= ||X - M_inf X|| / 2``. Because ``X - M_inf X`` lies
+in the range of ``I - M_inf``, the ratio of a window is the spectral norm of the window's
+product applied to an orthonormal basis of that range, and it is computed exactly.
+
+Methods
+-------
+trace
+    Exact on the operators one run produced: for each window start ``t`` in the first
+    ``starts`` steps, the first window length that halves every distance; ``t_mix`` is the
+    largest. The run is extended until every start has halved.
+montecarlo
+    ``runs`` independent runs (seeds derived from ``seed``), the trace value of each; the
+    mean with a 95% confidence interval, and the whole sample.
+spectral
+    For stationary protocols: ``n * every * k`` with ``k`` the smallest power such that
+    ``||W^k - 11^T/n||_2 <= 1/2`` (sparse eigen-solvers, n = 10,000 and beyond), or for
+    random pairwise gossip the mean-square figure from ``E[W^T W]``.
+auto
+    ``trace`` for protocols whose operator sequence does not depend on the seed,
+    ``montecarlo`` for the others, ``spectral`` for stationary protocols too large to
+    simulate.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from mixsim._numba import njit
+from mixsim.engine import Simulation, build_layout
+from mixsim.errors import ProtocolError
+from mixsim.protocol import Protocol, load_protocol
+from mixsim.timing import Timing
+
+__all__ = ["MixingTime", "mixing_time", "trace_mixing_time", "METHODS"]
+
+METHODS = ("auto", "trace", "montecarlo", "spectral")
+
+#: Relative slack on the halving test so that exact halvings (slack with gamma = 1/2)
+#: are not lost to rounding.
+_HALF = 0.5 * (1 + 1e-9)
+#: Largest run the trace method will simulate before giving up.
+MAX_STEPS = 2_000_000
+
+
+@njit
+def _apply_step(Y, step, coord, step_ptr, ev_op, ev_mask, op_rows_ptr, op_rows,
+                op_row_ptr_ptr, op_row_ptr, op_cols, op_vals, buf):
+    """Left-multiply ``Y`` by the step operator ``M_step`` (for coordinate ``coord``)."""
+    r = Y.shape[1]
+    for e in range(step_ptr[step], step_ptr[step + 1]):
+        if not ev_mask[e, coord]:
+            continue
+        k = ev_op[e]
+        first = op_rows_ptr[k]
+        n_rows = op_rows_ptr[k + 1] - first
+        g0 = op_row_ptr_ptr[k]
+        for a in range(n_rows):
+            for c in range(r):
+                buf[a, c] = 0.0
+            for p in range(op_row_ptr[g0 + a], op_row_ptr[g0 + a + 1]):
+                j = op_cols[p]
+                w = op_vals[p]
+                for c in range(r):
+                    buf[a, c] += w * Y[j, c]
+        for a in range(n_rows):
+            row = op_rows[first + a]
+            for c in range(r):
+                Y[row, c] = buf[a, c]
+
+
+@njit
+def _first_passages(starts, n_steps, coord, basis, step_ptr, ev_op, ev_mask, op_rows_ptr,
+                    op_rows, op_row_ptr_ptr, op_row_ptr, op_cols, op_vals, max_rows, half):
+    """For each start, the first window length whose product halves (``-1``: not yet).
+
+    The ratio of a window is checked at lengths 1, 2, 4, ... and the first passage is then
+    found by bisection from the last checkpoint; this relies on the ratio not increasing
+    with the window length, which holds when the operators do not expand the range of
+    ``I - M_inf`` (every catalog protocol).
+    """
+    out = np.full(starts.shape[0], -1, dtype=np.int64)
+    buf = np.empty((max(max_rows, 1), basis.shape[1]))
+    for i in range(starts.shape[0]):
+        start = starts[i]
+        Y = basis.copy()
+        Y_prev = basis.copy()
+        prev = 0
+        length = 0
+        check = 1
+        while start + length < n_steps:
+            _apply_step(Y, start + length, coord, step_ptr, ev_op, ev_mask, op_rows_ptr,
+                        op_rows, op_row_ptr_ptr, op_row_ptr, op_cols, op_vals, buf)
+            length += 1
+            if length == check:
+                if np.linalg.norm(Y, 2) <= half:
+                    lo = prev
+                    hi = length
+                    Y_lo = Y_prev
+                    while hi - lo > 1:
+                        mid = (lo + hi) // 2
+                        Z = Y_lo.copy()
+                        for s in range(start + lo, start + mid):
+                            _apply_step(Z, s, coord, step_ptr, ev_op, ev_mask, op_rows_ptr,
+                                        op_rows, op_row_ptr_ptr, op_row_ptr, op_cols,
+                                        op_vals, buf)
+                        if np.linalg.norm(Z, 2) <= half:
+                            hi = mid
+                        else:
+                            lo = mid
+                            Y_lo = Z
+                    out[i] = hi
+                    break
+                Y_prev = Y.copy()
+                prev = length
+                check *= 2
+    return out
+
+
+@njit
+def _product_norm(start, length, coord, size, step_ptr, ev_op, ev_mask, op_rows_ptr,
+                  op_rows, op_row_ptr_ptr, op_row_ptr, op_cols, op_vals, max_rows):
+    """Largest ``||M_{start+l-1} ... M_start||_2`` over l = 1, 2, 4, ... up to ``length``."""
+    Y = np.eye(size)
+    buf = np.empty((max(max_rows, 1), size))
+    best = 1.0
+    check = 1
+    for l in range(1, length + 1):
+        _apply_step(Y, start + l - 1, coord, step_ptr, ev_op, ev_mask, op_rows_ptr, op_rows,
+                    op_row_ptr_ptr, op_row_ptr, op_cols, op_vals, buf)
+        if l == check or l == length:
+            best = max(best, np.linalg.norm(Y, 2))
+            check *= 2
+    return best
+
+
+@dataclass
+class MixingTime:
+    """The mixing time of a protocol for one number of workers.
+
+    Attributes
+    ----------
+    workers : int
+    t_mix : float
+        The mixing time in steps (the mean over runs for ``montecarlo``).
+    runs : int
+        Number of runs it rests on (0 for ``spectral``).
+    ci95 : tuple of float or None
+        95% confidence interval of the mean over runs (``None`` when the sample has no
+        spread, or for ``trace`` and ``spectral``).
+    xi : float
+        Largest product norm (Assumption 3): exactly 1 when every event is non-expansive,
+        otherwise the largest value seen on the runs' windows.
+    theory : float or None
+        The protocol file's theoretical value, where it gives one.
+    method : str
+        The method actually used.
+    samples : ndarray
+        Per-run values.
+    """
+
+    workers: int
+    t_mix: float
+    runs: int
+    ci95: tuple[float, float] | None
+    xi: float
+    theory: float | None
+    method: str
+    samples: np.ndarray = field(default_factory=lambda: np.zeros(0))
+
+    def as_dict(self) -> dict:
+        """The JSON form of the ``mixsim mixing-time`` contract."""
+        return {
+            "workers": int(self.workers),
+            "t_mix": _plain(self.t_mix),
+            "runs": int(self.runs),
+            "ci95": None if self.ci95 is None else [_plain(v) for v in self.ci95],
+            "xi": _plain(self.xi),
+            "theory": None if self.theory is None else _plain(self.theory),
+        }
+
+
+def _plain(value):
+    value = float(value)
+    return int(value) if value.is_integer() else value
+
+
+def _default_starts(n: int) -> int:
+    return n
+
+
+def _seed_free(protocol: Protocol) -> bool:
+    """Whether the operator sequence cannot depend on the seed (no random choices)."""
+    spec = protocol.spec
+    if protocol.sparsify is not None or protocol.evaluate(spec.schedule, 1) != "sync":
+        return False
+    return all(rule.on == "round" and rule.op in ("average", "gossip", "slack",
+                                                  "one-peer-exponential")
+               and rule.delay_steps is None for rule in spec.communication)
+
+
+class _Measure:
+    """Runs one simulation and measures t_mix and xi on its trace."""
+
+    def __init__(self, protocol, n, seed, timing, starts, d):
+        self.sim = Simulation(protocol, n, d=d, seed=seed, timing=timing)
+        self.n = n
+        self.starts = starts
+        self.d = d
+        self.basis = self.sim.trace.consensus.complement_basis()
+
+    def t_mix(self, guess: int) -> tuple[int, object]:
+        steps = self.starts + max(guess, 1)
+        while True:
+            self.sim.run(steps)
+            compiled = self.sim.trace.compile(self.d)
+            if self.basis.shape[1] == 0:
+                return 1, compiled
+            lengths = [self._lengths(compiled, coord) for coord in range(self.d)]
+            lengths = np.concatenate(lengths)
+            if np.all(lengths > 0):
+                return int(lengths.max()), compiled
+            if steps >= MAX_STEPS:
+                raise ProtocolError(
+                    f"no window halved the distance to consensus within {steps} steps "
+                    f"(n = {self.n}); the protocol may not mix", key="protocol")
+            steps = min(2 * steps, MAX_STEPS)
+
+    def _arrays(self, compiled):
+        max_rows = int(np.diff(compiled.op_rows_ptr).max()) if compiled.op_rows_ptr.size > 1 else 1
+        return (compiled.step_ptr, compiled.ev_op, compiled.ev_mask, compiled.op_rows_ptr,
+                compiled.op_rows, compiled.op_row_ptr_ptr, compiled.op_row_ptr,
+                compiled.op_cols, compiled.op_vals, max_rows)
+
+    def _lengths(self, compiled, coord):
+        starts = np.arange(self.starts, dtype=np.int64)
+        return _first_passages(starts, self.sim.step, coord, self.basis,
+                               *self._arrays(compiled), _HALF)
+
+    def xi(self, compiled, t_mix: int) -> float:
+        if all(op.norm() <= 1 + 1e-12 for op in self.sim.trace.ops):
+            return 1.0
+        best = 1.0
+        length = min(2 * t_mix, self.sim.step)
+        for start in np.unique(np.linspace(0, max(self.sim.step - length, 0), 8).astype(int)):
+            for coord in range(self.d):
+                best = max(best, _product_norm(int(start), int(min(length, self.sim.step - start)),
+                                               coord, self.sim.layout.size,
+                                               *self._arrays(compiled)))
+        return float(best)
+
+    def fingerprint(self, compiled) -> str:
+        digest = hashlib.sha256()
+        for array in (compiled.ev_op, compiled.step_ptr, compiled.op_rows, compiled.op_cols,
+                      compiled.op_vals, compiled.ev_mask):
+            digest.update(np.ascontiguousarray(array).tobytes())
+        return digest.hexdigest()
+
+
+def trace_mixing_time(protocol, n: int, *, seed: int = 0, timing: Timing | None = None,
+                      starts: int | None = None, d: int = 1) -> tuple[int, float]:
+    """Exact ``(t_mix, xi)`` of one run.
+
+    Parameters
+    ----------
+    protocol : str, Path or Protocol
+    n : int
+        Number of workers.
+    seed : int
+    timing : Timing, optional
+    starts : int, optional
+        Number of window starts checked (default ``n``: one round of phases).
+    d : int
+        Coordinates simulated (more than 1 only matters for sparsified protocols, whose
+        t_mix is the largest over coordinates).
+    """
+    protocol = load_protocol(protocol)
+    measure = _Measure(protocol, n, seed, timing, starts or _default_starts(n), d)
+    theory = _theory(protocol, n)
+    t_mix, compiled = measure.t_mix(int(theory) if theory else 4 * n)
+    return t_mix, measure.xi(compiled, t_mix)
+
+
+def _theory(protocol: Protocol, n: int) -> float | None:
+    try:
+        value = protocol.theory_t_mix(n)
+    except ProtocolError:
+        raise
+    return None if value is None or not np.isfinite(value) else value
+
+
+def mixing_time(protocol, workers=(8,), *, runs: int = 100, method: str = "auto",
+                seed: int = 0, params: dict | None = None, timing: Timing | None = None,
+                starts: int | None = None, d: int | None = None, progress: bool = False,
+                map_runs=None) -> list[MixingTime]:
+    """Mixing time (and xi) of a protocol for each number of workers.
+
+    Parameters
+    ----------
+    protocol : str, Path or Protocol
+        Catalog name (see :func:`mixsim.list_protocols`) or protocol file.
+    workers : int or sequence of int
+        Numbers of workers, each >= 1.
+    runs : int
+        Runs per number of workers for ``montecarlo``.
+    method : {"auto", "trace", "montecarlo", "spectral"}
+    seed : int
+        Seed of the first run; run ``r`` uses a seed derived from it.
+    params : dict, optional
+        Protocol parameter overrides.
+    timing : Timing, optional
+        Cluster timing (matters for asynchronous protocols).
+    starts : int, optional
+        Window starts per run (default: n).
+    d : int, optional
+        Coordinates simulated (default 1; 16 for sparsified protocols).
+    progress : bool
+        Show a progress bar over runs (quiet when not on a terminal).
+    map_runs : callable, optional
+        ``map_runs(function, list_of_seeds)`` to evaluate runs elsewhere (e.g. on Dask);
+        default: in this process.
+
+    Returns
+    -------
+    list of MixingTime
+
+    Raises
+    ------
+    ProtocolError
+        Unknown protocol or parameter, workers < 1, a method that does not apply.
+
+    Examples
+    --------
+    >>> [r.t_mix for r in mixing_time("allreduce", workers=[2, 4], method="trace")]
+    [2, 4]
+    """
+    if method not in METHODS:
+        raise ProtocolError(f"unknown method {method!r}; allowed: {', '.join(METHODS)}",
+                            key="method")
+    if isinstance(workers, int | np.integer):
+        workers = [int(workers)]
+    for n in workers:
+        if not isinstance(n, int | np.integer) or n < 1:
+            raise ProtocolError(f"{n!r} workers: must be an integer >= 1", key="workers")
+    if not isinstance(runs, int) or runs < 1:
+        raise ProtocolError(f"runs = {runs!r} must be an integer >= 1", key="runs")
+    protocol = load_protocol(protocol, params)
+    if d is None:
+        d = 16 if protocol.sparsify is not None else 1
+    results = []
+    for n in workers:
+        chosen = method
+        if method == "auto":
+            if _seed_free(protocol):
+                chosen = "trace" if n <= 512 else "spectral"
+            else:
+                chosen = "montecarlo"
+        if chosen == "spectral":
+            results.append(_spectral(protocol, int(n)))
+        elif chosen == "trace":
+            results.append(_monte_carlo(protocol, int(n), 1, seed, timing, starts, d,
+                                        "trace", progress, map_runs))
+        else:
+            results.append(_monte_carlo(protocol, int(n), runs, seed, timing, starts, d,
+                                        "montecarlo", progress, map_runs))
+    return results
+
+
+def run_seeds(seed: int, runs: int) -> list[int]:
+    """The seeds of ``runs`` Monte Carlo runs derived from ``seed`` (run 0 uses ``seed``)."""
+    children = np.random.SeedSequence(seed).spawn(runs - 1) if runs > 1 else []
+    return [seed] + [int(c.generate_state(1, dtype=np.uint32)[0]) for c in children]
+
+
+class _RunOne:
+    """Picklable function measuring one run (for Dask or another executor)."""
+
+    def __init__(self, protocol: Protocol, n, timing, starts, d):
+        self.protocol, self.n, self.timing, self.starts, self.d = protocol, n, timing, starts, d
+
+    def __call__(self, seed):
+        protocol = load_protocol(self.protocol.source, self.protocol.params) \
+            if self.protocol.wrapper is None else self.protocol
+        measure = _Measure(protocol, self.n, seed, self.timing, self.starts, self.d)
+        theory = _theory(protocol, self.n)
+        t_mix, compiled = measure.t_mix(int(theory) if theory else 4 * self.n)
+        return t_mix, measure.xi(compiled, t_mix), measure.fingerprint(compiled)
+
+
+def _monte_carlo(protocol, n, runs, seed, timing, starts, d, method, progress, map_runs):
+    from tqdm.auto import tqdm
+
+    starts = starts or _default_starts(n)
+    run_one = _RunOne(protocol, n, timing, starts, d)
+    seeds = run_seeds(seed, runs)
+    if _seed_free(protocol) and runs > 1:
+        # The operator sequence is the same for every seed: check it on two runs, then
+        # every run has the same value.
+        first, second = run_one(seeds[0]), run_one(seeds[1])
+        if first[2] == second[2]:
+            outcomes = [first] * runs
+        else:
+            outcomes = None
+    else:
+        outcomes = None
+    if outcomes is None:
+        if map_runs is not None:
+            outcomes = list(map_runs(run_one, seeds))
+        else:
+            bar = tqdm(seeds, desc=f"{protocol.name} n={n}", disable=not progress, leave=False)
+            outcomes = [run_one(s) for s in bar]
+    samples = np.array([o[0] for o in outcomes], dtype=float)
+    xi = max(o[1] for o in outcomes)
+    mean = float(samples.mean())
+    ci = None
+    if runs > 1 and samples.std() > 0:
+        from scipy import stats
+
+        low, high = stats.t.interval(0.95, runs - 1, loc=mean, scale=stats.sem(samples))
+        ci = (float(low), float(high))
+    t_mix = mean if runs > 1 else samples[0]
+    return MixingTime(n, t_mix, runs, ci, xi, _theory(protocol, n), method, samples)
+
+
+def _spectral(protocol: Protocol, n: int) -> MixingTime:
+    from mixsim import spectral
+    from mixsim.blocks import BLOCKS, BlockContext
+
+    spec = protocol.spec
+    schedule = protocol.evaluate(spec.schedule, n)
+    rules = [r for r in spec.communication
+             if r.when is None or protocol.evaluate("=" + r.when, n)]
+    stationary = ("average", "gossip", "slack")
+    layout = build_layout(protocol, n)
+    context = BlockContext(layout, np.random.default_rng(0), protocol.source)
+    if protocol.sparsify is None and len(rules) == 1 and rules[0].delay_steps is None:
+        rule = rules[0]
+        args = {a: protocol.evaluate(v, n) for a, v in rule.args.items()}
+        group = args.get("group", "workers")
+        if (schedule == "sync" and rule.on == "round" and rule.op in stationary
+                and group == "workers" and layout.size == n):
+            every = protocol.evaluate(rule.every, n)
+            if rule.op == "average":
+                rounds = 1
+            else:
+                rounds = spectral.consensus_rounds(BLOCKS[rule.op](context, **args).matrix())
+            t_mix = n * every * rounds
+            return MixingTime(n, t_mix, 0, None, 1.0, _theory(protocol, n), "spectral")
+        if schedule == "async" and rule.on == "own-step" and rule.op == "pairwise":
+            block = BLOCKS["pairwise"](context, **args)
+            steps = spectral.pairwise_steps_to_halve(block.graph)
+            return MixingTime(n, steps, 0, None, 1.0, _theory(protocol, n), "spectral")
+    raise ProtocolError(
+        f"method spectral needs a stationary protocol (one synchronous gossip, slack or "
+        f"average rule, or asynchronous pairwise gossip); {protocol.name} is not: use "
+        "trace or montecarlo", key="method")

@@ -1,0 +1,158 @@
+"""Simulated time: how long computations take and how long messages travel.
+
+Compute times are drawn per worker from a distribution (constant, exponential, lognormal),
+optionally with a fraction of straggling workers slowed by a factor. A message between two
+nodes takes the link's latency plus its size over the link's bandwidth.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from mixsim.errors import ConfigError
+
+__all__ = ["ComputeTime", "Links", "Timing"]
+
+_DISTRIBUTIONS = ("constant", "exponential", "lognormal")
+
+
+@dataclass(frozen=True)
+class ComputeTime:
+    """Distribution of one worker's computation time.
+
+    Parameters
+    ----------
+    distribution : {"constant", "exponential", "lognormal"}
+    mean : float
+        Mean compute time (simulated seconds), > 0.
+    sigma : float
+        Shape of the lognormal (standard deviation of the log), >= 0.
+    stragglers : float
+        Fraction of workers, in [0, 1], that are stragglers.
+    slowdown : float
+        Factor (>= 1) by which a straggler's compute times are multiplied.
+    """
+
+    distribution: str = "exponential"
+    mean: float = 1.0
+    sigma: float = 0.5
+    stragglers: float = 0.0
+    slowdown: float = 4.0
+
+    def __post_init__(self):
+        if self.distribution not in _DISTRIBUTIONS:
+            raise ConfigError(
+                f"unknown distribution {self.distribution!r}; "
+                f"allowed: {', '.join(_DISTRIBUTIONS)}",
+                key="timing.compute.distribution",
+            )
+        checks = (
+            ("mean", self.mean > 0, "> 0"),
+            ("sigma", self.sigma >= 0, ">= 0"),
+            ("stragglers", 0 <= self.stragglers <= 1, "in [0, 1]"),
+            ("slowdown", self.slowdown >= 1, ">= 1"),
+        )
+        for name, ok, allowed in checks:
+            if not ok:
+                raise ConfigError(
+                    f"{getattr(self, name)!r} is not allowed; must be {allowed}",
+                    key=f"timing.compute.{name}",
+                )
+
+    def sampler(self, n_workers: int, rng: np.random.Generator):
+        """A function ``worker -> compute time`` drawing from ``rng``."""
+        scale = np.ones(n_workers)
+        n_slow = int(round(self.stragglers * n_workers))
+        if n_slow:
+            scale[rng.choice(n_workers, size=n_slow, replace=False)] = self.slowdown
+        mean = self.mean
+        if self.distribution == "constant":
+            return lambda worker: mean * scale[worker]
+        if self.distribution == "exponential":
+            exponential = rng.exponential
+            return lambda worker: exponential(mean) * scale[worker]
+        mu = np.log(mean) - 0.5 * self.sigma**2
+        lognormal, sigma = rng.lognormal, self.sigma
+        return lambda worker: lognormal(mu, sigma) * scale[worker]
+
+
+@dataclass(frozen=True)
+class Links:
+    """Latency and bandwidth of the links between nodes.
+
+    Parameters
+    ----------
+    latency : float
+        Default one-way latency (simulated seconds), >= 0.
+    bandwidth : float
+        Default bandwidth in bytes per simulated second, > 0 (``inf`` for none).
+    overrides : list of dict
+        Per-link values: ``{"between": [a, b], "latency": ..., "bandwidth": ...}`` where
+        ``a`` and ``b`` are worker indices or ``"server"``.
+    """
+
+    latency: float = 0.0
+    bandwidth: float = float("inf")
+    overrides: list = field(default_factory=list)
+
+    def __post_init__(self):
+        if not self.latency >= 0:
+            raise ConfigError(f"{self.latency!r} must be >= 0", key="timing.links.latency")
+        if not self.bandwidth > 0:
+            raise ConfigError(f"{self.bandwidth!r} must be > 0", key="timing.links.bandwidth")
+        table = {}
+        for k, item in enumerate(self.overrides):
+            try:
+                a, b = item["between"]
+            except (KeyError, TypeError, ValueError):
+                raise ConfigError(
+                    f"{item!r} needs 'between: [a, b]'", key=f"timing.links.overrides[{k}]"
+                ) from None
+            table[frozenset((a, b))] = (
+                float(item.get("latency", self.latency)),
+                float(item.get("bandwidth", self.bandwidth)),
+            )
+        object.__setattr__(self, "_table", table)
+
+    def delay(self, nodes, n_bytes: float) -> float:
+        """Time for a message of ``n_bytes`` exchanged among ``nodes`` (slowest link)."""
+        if not self._table:
+            return self.latency + n_bytes / self.bandwidth
+        nodes = list(nodes)
+        worst = 0.0
+        for i, a in enumerate(nodes):
+            for b in nodes[i + 1 :]:
+                latency, bandwidth = self._table.get(
+                    frozenset((a, b)), (self.latency, self.bandwidth)
+                )
+                worst = max(worst, latency + n_bytes / bandwidth)
+        return worst if len(nodes) > 1 else self.latency + n_bytes / self.bandwidth
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Compute-time distribution and link model of a simulated cluster."""
+
+    compute: ComputeTime = field(default_factory=ComputeTime)
+    links: Links = field(default_factory=Links)
+
+    @classmethod
+    def from_dict(cls, data: dict | None, source: str | None = None) -> Timing:
+        """Build from ``{"compute": {...}, "links": {...}}`` (YAML form)."""
+        data = dict(data or {})
+        unknown = set(data) - {"compute", "links"}
+        if unknown:
+            raise ConfigError(
+                f"unknown key {sorted(unknown)[0]!r}; allowed: compute, links",
+                source=source, key="timing",
+            )
+        try:
+            compute = ComputeTime(**(data.get("compute") or {}))
+            links = Links(**(data.get("links") or {}))
+        except TypeError as exc:
+            raise ConfigError(str(exc), source=source, key="timing") from None
+        except ConfigError as exc:
+            raise ConfigError(exc.message, source=source, key=exc.key) from None
+        return cls(compute, links)

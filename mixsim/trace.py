@@ -1,0 +1,327 @@
+"""The record of a run: every communication event with its operator, in order.
+
+A :class:`Trace` holds, in the order they happened, the communication events of a run
+(step, simulated time, kind, operator, coordinates) and, optionally, the updates written by
+computation events. From it come the step operators ``M_t`` (the product of the events
+between computation ``t`` and ``t + 1``), a replay of the run, and the checks of the model's
+Assumptions 1 and 3.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import numpy as np
+import scipy.sparse as sp
+
+from mixsim.operators import Operator
+from mixsim.state import SlotLayout
+
+__all__ = ["Consensus", "Trace", "TraceEvent", "AssumptionViolation"]
+
+
+class TraceEvent(NamedTuple):
+    """One communication event of a trace."""
+
+    index: int
+    step: int
+    time: float
+    kind: str
+    participants: np.ndarray
+    operator: Operator
+    coords: np.ndarray | None
+
+
+class AssumptionViolation(NamedTuple):
+    """An event (or window of events) that breaks one of the model's assumptions."""
+
+    assumption: int
+    event: int
+    step: int
+    kind: str
+    value: float
+    message: str
+
+
+@dataclass(frozen=True)
+class Consensus:
+    """The consensus operator ``M_inf`` of a protocol.
+
+    Every slot is set to the mean of the slots of ``average`` plus the contents of the
+    ``absorb`` slots (in-flight buffers, which are emptied): ``v = mean(X[average]) +
+    sum(X[absorb]) / |average|``.
+
+    Parameters
+    ----------
+    layout : SlotLayout
+    average : str
+        Group whose mean is the consensus value (``workers`` for gossip, ``server`` for a
+        parameter server or shared RAM).
+    absorb : str, optional
+        Group of in-flight slots whose contents end up in the ``average`` group.
+    """
+
+    layout: SlotLayout
+    average: str = "workers"
+    absorb: str | None = None
+
+    def matrix(self) -> sp.csr_array:
+        """``M_inf`` as a sparse ``slots x slots`` matrix."""
+        size = self.layout.size
+        avg_rows = self.layout.rows(self.average)
+        weight = 1.0 / avg_rows.size
+        sources = avg_rows
+        if self.absorb is not None:
+            sources = np.concatenate([avg_rows, self.layout.rows(self.absorb)])
+        targets = np.arange(size)
+        if self.absorb is not None:
+            targets = np.setdiff1d(targets, self.layout.rows(self.absorb))
+        row_idx = np.repeat(targets, sources.size)
+        col_idx = np.tile(sources, targets.size)
+        data = np.full(row_idx.size, weight)
+        return sp.csr_array((data, (row_idx, col_idx)), shape=(size, size))
+
+    def apply(self, X: np.ndarray) -> np.ndarray:
+        """``M_inf X`` (a new array)."""
+        rows = self.layout.rows(self.average)
+        value = X[rows].sum(axis=0)
+        if self.absorb is not None:
+            value = value + X[self.layout.rows(self.absorb)].sum(axis=0)
+        value = value / rows.size
+        out = np.broadcast_to(value, X.shape).copy()
+        if self.absorb is not None:
+            out[self.layout.rows(self.absorb)] = 0.0
+        return out
+
+    def complement_basis(self) -> np.ndarray:
+        """Orthonormal basis (columns) of the range of ``I - M_inf``.
+
+        The distance to consensus ``X - M_inf X`` always lies in that range, so the mixing
+        ratio of a product ``P`` is the spectral norm of ``P @ basis``.
+        """
+        from scipy.linalg import orth
+
+        size = self.layout.size
+        return orth(np.eye(size) - self.matrix().toarray())
+
+
+@dataclass
+class _Compiled:
+    """Flat arrays of a trace for the numba kernels of :mod:`mixsim.mixing`."""
+
+    op_rows_ptr: np.ndarray
+    op_rows: np.ndarray
+    op_row_ptr_ptr: np.ndarray
+    op_row_ptr: np.ndarray
+    op_cols: np.ndarray
+    op_vals: np.ndarray
+    ev_op: np.ndarray
+    step_ptr: np.ndarray
+    ev_mask: np.ndarray  # (events, d) bool; all True where an event acts on every coordinate
+
+
+class Trace:
+    """The communication events of one run, in order, with their operators.
+
+    Parameters
+    ----------
+    layout : SlotLayout
+        Slots of the state.
+    consensus : Consensus
+        The protocol's ``M_inf``.
+    record_updates : bool
+        Also keep the updates written by computation events, so :meth:`replay` reproduces
+        the state of a learning run, not only its communication.
+    """
+
+    def __init__(self, layout: SlotLayout, consensus: Consensus, *, record_updates=False):
+        self.layout = layout
+        self.consensus = consensus
+        self.record_updates = record_updates
+        self.ops: list[Operator] = []
+        self._op_ids: dict[int, int] = {}
+        self.ev_step: list[int] = []
+        self.ev_time: list[float] = []
+        self.ev_kind: list[str] = []
+        self.ev_op: list[int] = []
+        self.ev_coords: dict[int, np.ndarray] = {}
+        self.updates: dict[int, tuple[int, int, np.ndarray]] = {}
+        self.n_steps = 0
+        self.initial_state: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.ev_op)
+
+    def record(self, step: int, time: float, kind: str, op: Operator, coords=None) -> None:
+        """Append a communication event that happened after computation ``step``."""
+        key = id(op)
+        index = self._op_ids.get(key)
+        if index is None:
+            index = len(self.ops)
+            self._op_ids[key] = index
+            self.ops.append(op)
+        if coords is not None:
+            self.ev_coords[len(self.ev_op)] = coords
+        self.ev_step.append(step)
+        self.ev_time.append(time)
+        self.ev_kind.append(kind)
+        self.ev_op.append(index)
+
+    def record_update(self, step: int, time: float, worker: int, row: int, delta) -> None:
+        """Append the update ``delta`` that computation ``step`` added to slot ``row``."""
+        if self.record_updates:
+            self.updates[len(self.ev_op)] = (worker, row, np.array(delta, copy=True))
+            self.ev_step.append(step)
+            self.ev_time.append(time)
+            self.ev_kind.append("update")
+            self.ev_op.append(-1)
+
+    def events(self):
+        """Iterate over the communication events as :class:`TraceEvent`."""
+        for index, op_index in enumerate(self.ev_op):
+            if op_index < 0:
+                continue
+            op = self.ops[op_index]
+            yield TraceEvent(
+                index,
+                self.ev_step[index],
+                self.ev_time[index],
+                self.ev_kind[index],
+                op.participants(),
+                op,
+                self.ev_coords.get(index),
+            )
+
+    def replay(self, X0: np.ndarray | None = None) -> np.ndarray:
+        """Apply the recorded events (and updates, if recorded) to a copy of ``X0``.
+
+        Parameters
+        ----------
+        X0 : ndarray, optional
+            Initial state; defaults to the state the run started from.
+        """
+        X = np.array(self.initial_state if X0 is None else X0, copy=True)
+        for index, op_index in enumerate(self.ev_op):
+            if op_index < 0:
+                if index in self.updates:
+                    _, row, delta = self.updates[index]
+                    X[row] += delta
+                continue
+            self.ops[op_index].apply(X, self.ev_coords.get(index))
+        return X
+
+    def step_operator(self, step: int) -> sp.csr_array:
+        """``M_t``: the product of the communication events after computation ``step``.
+
+        Only for traces whose events act on every coordinate.
+        """
+        product = sp.eye_array(self.layout.size, format="csr")
+        for index in np.flatnonzero(np.asarray(self.ev_step) == step):
+            op_index = self.ev_op[index]
+            if op_index >= 0:
+                product = self.ops[op_index].to_sparse() @ product
+        return product.tocsr()
+
+    def compile(self, d: int = 1) -> _Compiled:
+        """Flatten the trace into arrays for the numba kernels.
+
+        Parameters
+        ----------
+        d : int
+            Number of coordinates to describe masks for (events restricted to coordinates
+            ``>= d`` are dropped for those coordinates).
+        """
+        op_rows_ptr, op_row_ptr_ptr = [0], [0]
+        rows, row_ptrs, cols, vals = [], [], [], []
+        nnz = 0
+        for op in self.ops:
+            rows.append(op.rows)
+            op_rows_ptr.append(op_rows_ptr[-1] + op.rows.size)
+            row_ptrs.append(op.row_ptr[:-1] + nnz if op.rows.size else op.row_ptr[:0])
+            cols.append(op.cols)
+            vals.append(op.vals)
+            nnz += op.cols.size
+            op_row_ptr_ptr.append(op_row_ptr_ptr[-1] + op.rows.size)
+        row_ptrs.append(np.array([nnz]))
+        comm = [i for i, o in enumerate(self.ev_op) if o >= 0 and self.ev_step[i] >= 0]
+        ev_op = np.array([self.ev_op[i] for i in comm], dtype=np.int64)
+        ev_step = np.array([self.ev_step[i] for i in comm], dtype=np.int64)
+        step_ptr = np.searchsorted(ev_step, np.arange(self.n_steps + 1), side="left")
+        ev_mask = np.ones((len(comm), d), dtype=np.bool_)
+        for k, i in enumerate(comm):
+            coords = self.ev_coords.get(i)
+            if coords is not None:
+                ev_mask[k] = False
+                ev_mask[k, coords[coords < d]] = True
+        empty = np.zeros(0, dtype=np.int64)
+        return _Compiled(
+            op_rows_ptr=np.array(op_rows_ptr, dtype=np.int64),
+            op_rows=np.concatenate(rows) if rows else empty,
+            op_row_ptr_ptr=np.array(op_row_ptr_ptr, dtype=np.int64),
+            op_row_ptr=np.concatenate(row_ptrs).astype(np.int64),
+            op_cols=np.concatenate(cols).astype(np.int64) if cols else empty,
+            op_vals=np.concatenate(vals).astype(np.float64) if vals else np.zeros(0),
+            ev_op=ev_op,
+            step_ptr=step_ptr.astype(np.int64),
+            ev_mask=ev_mask,
+        )
+
+    def check_assumption1(self, tol: float = 1e-9) -> list[AssumptionViolation]:
+        """Events whose operator breaks ``M_inf M = M M_inf = M_inf`` (Assumption 1).
+
+        Returns one :class:`AssumptionViolation` per offending operator, naming the first
+        event that used it. Events restricted to coordinates are checked on the operator
+        they apply on those coordinates (the identity elsewhere satisfies the assumption).
+        """
+        m_inf = self.consensus.matrix()
+        first_use: dict[int, int] = {}
+        for index, op_index in enumerate(self.ev_op):
+            if op_index >= 0:
+                first_use.setdefault(op_index, index)
+        violations = []
+        for op_index, index in sorted(first_use.items(), key=lambda item: item[1]):
+            M = self.ops[op_index].to_sparse()
+            left = abs(m_inf @ M - m_inf).max()
+            right = abs(M @ m_inf - m_inf).max()
+            residual = float(max(left, right))
+            if residual > tol:
+                side = "M_inf M != M_inf" if left > tol else "M M_inf != M_inf"
+                violations.append(
+                    AssumptionViolation(
+                        1, index, self.ev_step[index], self.ev_kind[index], residual,
+                        f"event {index} ({self.ev_kind[index]}, step {self.ev_step[index]}) "
+                        f"breaks Assumption 1: {side} (residual {residual:.3g})",
+                    )
+                )
+        return violations
+
+    def check_assumption3(self, xi_max: float, starts: int = 8) -> list[AssumptionViolation]:
+        """Windows whose product norm exceeds ``xi_max`` (Assumption 3).
+
+        Running products are followed from ``starts`` evenly spaced start events; the first
+        event at which ``||M_t ... M_s||_2 > xi_max`` is reported for each start.
+        """
+        comm = [i for i, o in enumerate(self.ev_op) if o >= 0]
+        if not comm:
+            return []
+        violations = []
+        size = self.layout.size
+        for start in np.unique(np.linspace(0, len(comm) - 1, starts).astype(int)):
+            product = np.eye(size)
+            for index in comm[start:]:
+                # A sparsified event is the operator on some coordinates and the identity
+                # on the rest; the full operator bounds every coordinate's product.
+                self.ops[self.ev_op[index]].apply(product)
+                value = float(np.linalg.norm(product, 2))
+                if not np.isfinite(value) or value > xi_max:
+                    violations.append(
+                        AssumptionViolation(
+                            3, index, self.ev_step[index], self.ev_kind[index], value,
+                            f"event {index} ({self.ev_kind[index]}, step "
+                            f"{self.ev_step[index]}) breaks Assumption 3: the product from "
+                            f"event {comm[start]} has norm {value:.3g} > xi = {xi_max:g}",
+                        )
+                    )
+                    break
+        return violations
