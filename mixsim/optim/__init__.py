@@ -1,0 +1,112 @@
+"""Optimizers, compressors and memory schemes as composable (init, update) pairs.
+
+See ``docs/kernels.md`` for the API, the two AMSGrad forms, the bits accounting and the
+measured speed.
+"""
+
+from mixsim.optim.bits import dense_bits, message_bits, sign_bits, sparse_bits
+from mixsim.optim.compressors import (
+    AdaptiveState,
+    CompressorState,
+    RandomCompressorState,
+    adaptive,
+    adaptive_probabilities,
+    bernoulli,
+    make_compressor,
+    rand_k,
+    scaled_sign,
+    select_top_k,
+    top_k,
+    uncompressed,
+    uniform,
+)
+from mixsim.optim.fused import fused_ef_top_k_amsgrad
+from mixsim.optim.memory import (
+    AccumulateState,
+    CDAdam,
+    CDAdamServerState,
+    ErrorFeedbackState,
+    MarkovState,
+    OneBitAdamState,
+    accumulate,
+    cd_adam,
+    error_feedback,
+    make_memory,
+    markov,
+    onebit_adam,
+)
+from mixsim.optim.optimizers import (
+    AdamFamilyState,
+    AMSGradState,
+    MomentumState,
+    SGDState,
+    adam_family,
+    amsgrad,
+    amsgrad_torch,
+    momentum,
+    padam,
+    rmsprop,
+    sgd,
+)
+from mixsim.optim.registry import make_optimizer
+from mixsim.optim.schedules import constant, inverse_sqrt, make_schedule, step_decay
+from mixsim.optim.transform import Spec, Transformation, chain, identity
+
+__all__ = [
+    # composition
+    "Transformation",
+    "Spec",
+    "chain",
+    "identity",
+    # optimizers
+    "sgd",
+    "momentum",
+    "adam_family",
+    "amsgrad",
+    "amsgrad_torch",
+    "rmsprop",
+    "padam",
+    "onebit_adam",
+    "make_optimizer",
+    "SGDState",
+    "MomentumState",
+    "AdamFamilyState",
+    "AMSGradState",
+    "OneBitAdamState",
+    # schedules
+    "constant",
+    "inverse_sqrt",
+    "step_decay",
+    "make_schedule",
+    # compressors
+    "uncompressed",
+    "top_k",
+    "rand_k",
+    "scaled_sign",
+    "bernoulli",
+    "uniform",
+    "adaptive",
+    "select_top_k",
+    "adaptive_probabilities",
+    "make_compressor",
+    "CompressorState",
+    "RandomCompressorState",
+    "AdaptiveState",
+    # memory schemes
+    "error_feedback",
+    "markov",
+    "accumulate",
+    "cd_adam",
+    "make_memory",
+    "fused_ef_top_k_amsgrad",
+    "CDAdam",
+    "ErrorFeedbackState",
+    "MarkovState",
+    "AccumulateState",
+    "CDAdamServerState",
+    # bits
+    "dense_bits",
+    "sparse_bits",
+    "sign_bits",
+    "message_bits",
+]
