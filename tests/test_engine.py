@@ -1,0 +1,114 @@
+"""The SimPy engine: steps, rounds, clock order, timing, errors."""
+
+import numpy as np
+import pytest
+
+from mixsim import ComputeTime, Links, ProtocolError, Simulation, Timing
+from mixsim.errors import ConfigError, DivergenceError
+
+
+def test_a_synchronous_round_is_n_steps_then_communication():
+    sim = Simulation("allreduce", 4, seed=0).run(12)
+    # One AllReduce after each round, labelled with the round's last step.
+    assert sim.trace.ev_step == [3, 7, 11]
+    assert sim.trace.ev_kind == ["average"] * 3
+    np.testing.assert_allclose(sim.X, sim.X.mean(axis=0, keepdims=True).repeat(4, 0))
+
+
+def test_run_is_resumable_and_equals_one_long_run():
+    a = Simulation("async-ring", 5, seed=2).run(10).run(40)
+    b = Simulation("async-ring", 5, seed=2).run(40)
+    assert a.trace.ev_op == b.trace.ev_op
+    assert np.array_equal(a.X, b.X)
+
+
+def test_event_order_comes_from_the_clock():
+    # Worker 0 is never a straggler here, the others are 10x slower: worker 0 takes
+    # most of the steps of an asynchronous protocol.
+    steps = []
+    timing = Timing(compute=ComputeTime("constant", mean=1.0, stragglers=0.75, slowdown=10))
+
+    def compute(worker, view, step):
+        steps.append(worker)
+
+    Simulation("async-ps", 4, timing=timing, seed=0, compute=compute).run(40)
+    fast = max(set(steps), key=steps.count)
+    assert steps.count(fast) > 25
+
+
+def test_latency_delays_communication_on_the_clock():
+    slow = Timing(compute=ComputeTime("constant", mean=1.0), links=Links(latency=0.5))
+    sim = Simulation("allreduce", 3, timing=slow, seed=0).run(9)
+    assert sim.trace.ev_time == pytest.approx([1.5, 3.0, 4.5])
+    fast = Simulation("allreduce", 3, timing=Timing(compute=ComputeTime("constant")), seed=0)
+    assert fast.run(9).trace.ev_time == pytest.approx([1.0, 2.0, 3.0])
+
+
+def test_bandwidth_and_per_link_overrides():
+    links = Links(latency=0.0, bandwidth=8.0,
+                  overrides=[{"between": [0, 1], "latency": 1.0, "bandwidth": 8.0}])
+    # d = 2 float32 values = 8 bytes: 1 s per message, 2 s on the slow link.
+    assert links.delay([0, 2], 8) == pytest.approx(1.0)
+    assert links.delay([0, 1], 8) == pytest.approx(2.0)
+
+
+@pytest.mark.parametrize("distribution", ["constant", "exponential", "lognormal"])
+def test_compute_time_means(distribution):
+    sampler = ComputeTime(distribution, mean=2.0, sigma=0.5).sampler(
+        3, np.random.default_rng(0))
+    draws = np.array([sampler(1) for _ in range(20_000)])
+    assert draws.mean() == pytest.approx(2.0, rel=0.03)
+
+
+def test_stragglers_are_slowed_by_the_factor():
+    sampler = ComputeTime("constant", mean=1.0, stragglers=0.5, slowdown=3.0).sampler(
+        4, np.random.default_rng(0))
+    assert sorted(sampler(w) for w in range(4)) == [1.0, 1.0, 3.0, 3.0]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "key"),
+    [({"distribution": "gauss"}, "distribution"), ({"mean": -1}, "mean"),
+     ({"stragglers": 2}, "stragglers"), ({"slowdown": 0.5}, "slowdown")],
+)
+def test_bad_timing_is_named(kwargs, key):
+    with pytest.raises(ConfigError, match=key):
+        ComputeTime(**kwargs)
+
+
+def test_updates_land_in_the_target_slot():
+    def compute(worker, view, step):
+        return np.ones(2)
+
+    sim = Simulation("async-ps", 3, d=2, seed=0, compute=compute,
+                     initial_state=np.zeros((4, 2))).run(5)
+    # Five unit updates reached the server; every worker pulled after its own step.
+    np.testing.assert_allclose(sim.X[sim.layout.slot("server", 0)], [5.0, 5.0])
+
+
+def test_delayed_updates_arrive_after_the_delay():
+    arrivals = []
+
+    def compute(worker, view, step):
+        return np.ones(1) if step == 0 else None
+
+    sim = Simulation("delayed", 2, d=1, seed=0, compute=compute, params={"delay": 3},
+                     initial_state=np.zeros((2 + 1 + 4, 1)))
+    server = sim.layout.slot("server", 0)
+    for steps in range(1, 7):
+        sim.run(steps)
+        arrivals.append(float(sim.X[server, 0]))
+    assert arrivals == [0.0, 0.0, 0.0, 1.0, 1.0, 1.0]
+
+
+def test_divergence_names_the_step():
+    def compute(worker, view, step):
+        return np.array([np.inf]) if step == 7 else np.zeros(1)
+
+    with pytest.raises(DivergenceError, match="step 7"):
+        Simulation("allreduce", 2, compute=compute).run(20)
+
+
+def test_workers_must_be_positive():
+    with pytest.raises(ProtocolError, match="workers"):
+        Simulation("allreduce", 0)

@@ -1,0 +1,67 @@
+"""Operators and their numba kernels against plain NumPy."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mixsim import Operator
+
+
+def _random_operator(rng, size):
+    rows = rng.choice(size, size=rng.integers(1, size + 1), replace=False)
+    new_rows = {int(r): {int(c): float(rng.standard_normal())
+                         for c in rng.choice(size, size=rng.integers(1, size + 1))}
+                for r in rows}
+    return Operator.from_rows(new_rows, size), new_rows
+
+
+def _naive_apply(new_rows, X):
+    Y = X.copy()
+    for r, weights in new_rows.items():
+        Y[r] = sum(w * X[c] for c, w in weights.items())
+    return Y
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 7), st.integers(1, 5), st.integers(0, 2**31 - 1))
+def test_apply_matches_numpy(size, d, seed):
+    rng = np.random.default_rng(seed)
+    op, new_rows = _random_operator(rng, size)
+    X = rng.standard_normal((size, d))
+    expected = _naive_apply(new_rows, X)
+    Y = X.copy()
+    op.apply(Y)
+    np.testing.assert_allclose(Y, expected, atol=1e-12)
+    np.testing.assert_allclose(op.to_dense() @ X, expected, atol=1e-12)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(1, 6), st.integers(1, 8), st.integers(0, 2**31 - 1))
+def test_apply_on_coordinates_is_identity_elsewhere(size, d, seed):
+    rng = np.random.default_rng(seed)
+    op, new_rows = _random_operator(rng, size)
+    X = rng.standard_normal((size, d))
+    coords = np.flatnonzero(rng.random(d) < 0.5)
+    expected = X.copy()
+    expected[:, coords] = _naive_apply(new_rows, X)[:, coords]
+    Y = X.copy()
+    op.apply(Y, coords)
+    np.testing.assert_allclose(Y, expected, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_dtype_is_preserved(dtype):
+    op = Operator.from_rows({0: {0: 0.5, 1: 0.5}, 1: {0: 0.5, 1: 0.5}}, 2)
+    X = np.array([[1.0], [3.0]], dtype=dtype)
+    op.apply(X)
+    assert X.dtype == dtype and X[:, 0].tolist() == [2.0, 2.0]
+
+
+def test_from_matrix_keeps_only_changed_rows_and_norm():
+    M = np.eye(4)
+    M[1] = [0.5, 0.5, 0, 0]
+    op = Operator.from_matrix(M)
+    assert op.rows.tolist() == [1]
+    np.testing.assert_allclose(op.to_dense(), M)
+    assert op.norm() == pytest.approx(np.linalg.norm(M, 2))
