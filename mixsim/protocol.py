@@ -267,11 +267,11 @@ class Protocol:
         return None if value is None else float(value)
 
     def _gossip_rounds(self, n: int):
+        import numpy as np
+
         from mixsim.blocks import BLOCKS, BlockContext
         from mixsim.engine import build_layout
         from mixsim.spectral import consensus_rounds
-
-        import numpy as np
 
         def rounds():
             layout = build_layout(self, n)

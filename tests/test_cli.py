@@ -1,0 +1,130 @@
+"""The command line: the mixing-time contract, list, validate, and user mistakes."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from mixsim.cli import main
+
+HAND_MADE = """
+name: pairs-then-allreduce
+summary: Hand-made - AllReduce every third round.
+theory: {t_mix: "=3 * n", kind: exact}
+schedule: sync
+communication:
+  - on: round
+    every: 3
+    op: average
+    args: {group: workers}
+"""
+
+
+def test_mixing_time_json_contract(capsys):
+    assert main(["mixing-time", "local-step", "--workers", "2", "4", "--json"]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert payload["protocol"] == "local-step" and payload["method"] == "trace"
+    assert payload["results"] == [
+        {"workers": 2, "t_mix": 4, "runs": 1, "ci95": None, "xi": 1, "theory": 4},
+        {"workers": 4, "t_mix": 8, "runs": 1, "ci95": None, "xi": 1, "theory": 8},
+    ]
+
+
+def test_montecarlo_json_has_interval(capsys):
+    assert main(["mixing-time", "async-ring", "--workers", "5", "--runs", "12", "--json",
+                 "--seed", "1"]) == 0
+    (row,) = json.loads(capsys.readouterr().out)["results"]
+    assert row["runs"] == 12 and row["ci95"][0] <= row["t_mix"] <= row["ci95"][1]
+    assert row["theory"] is None
+
+
+def test_set_and_plot(tmp_path, capsys):
+    png = tmp_path / "t.png"
+    assert main(["mixing-time", "slack", "--set", "gamma=0.25", "--workers", "3", "--json",
+                 "--plot", str(png)]) == 0
+    (row,) = json.loads(capsys.readouterr().out)["results"]
+    assert row["t_mix"] == 3 * 3  # ceil(ln .5 / ln .75) = 3
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_hand_made_protocol_file_by_path(tmp_path, capsys):
+    path = tmp_path / "mine.yaml"
+    path.write_text(HAND_MADE)
+    assert main(["validate", str(path)]) == 0
+    assert main(["mixing-time", str(path), "--workers", "4", "--json"]) == 0
+    out = capsys.readouterr().out.splitlines()[-1]
+    assert json.loads(out)["results"][0]["t_mix"] == 12
+
+
+def test_list_shows_catalog(capsys):
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert "sync-ring" in out and "hybrid" in out
+
+
+@pytest.mark.parametrize(
+    ("argv", "needles"),
+    [
+        (["mixing-time", "sync-rnig"], ["unknown protocol 'sync-rnig'", "did you mean sync-ring",
+                                        "allreduce"]),
+        (["mixing-time", "slack", "--set", "gama=0.1"], ["slack.yaml", "params.gama",
+                                                         "did you mean 'gamma'"]),
+        (["mixing-time", "slack", "--set", "gamma=2"], ["params.gamma", "2.0", "(0, 1]"]),
+        (["mixing-time", "slack", "--set", "gamma=abc"], ["params.gamma", "'abc'"]),
+        (["mixing-time", "allreduce", "--workers", "0"], ["workers", "0"]),
+        (["mixing-time", "allreduce", "--workers", "x"], ["--workers", "'x'"]),
+        (["mixing-time", "async-ring", "--method", "spectral", "--set", "x=1"], ["params.x"]),
+        (["mixing-time", "hogwild", "--method", "spectral"], ["spectral", "hogwild"]),
+        (["validate", "nowhere.yaml"], ["nowhere.yaml"]),
+    ],
+)
+def test_user_mistakes_give_one_line_and_exit_2(argv, needles, capsys):
+    assert _exit_code(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    for needle in needles:
+        assert needle in err
+
+
+def _exit_code(argv) -> int:
+    """Exit code of ``mixsim argv`` (argparse's own errors exit through SystemExit)."""
+    try:
+        return main(argv)
+    except SystemExit as exc:
+        return exc.code
+
+
+@pytest.mark.parametrize(
+    ("content", "needles"),
+    [
+        ("name: x\nsummary: y\nschedule: sync\ncommunication:\n  - {on: round, op: averge}\n",
+         ["communication[0].op", "averge", "average"]),
+        ("name: x\nsummary: y\ncommunicaton: []\n",
+         ["communicaton", "did you mean 'communication'"]),
+        ("name: x\nsummary: [unclosed\n", ["line", "not valid YAML"]),
+        ("name: x\nsummary: y\nschedule: sync\ncommunication:\n  - {on: sometimes, op: average}\n",
+         ["communication.0.on", "sometimes"]),
+        ("name: x\nsummary: y\nschedule: sync\ncommunication:\n"
+         "  - {on: round, op: gossip, args: {graph: no_such_graph}}\n",
+         ["communication[0].args.graph", "no_such_graph"]),
+        ("- just\n- a list\n", ["mapping"]),
+    ],
+)
+def test_malformed_protocol_files(tmp_path, capsys, content, needles):
+    path = tmp_path / "broken.yaml"
+    path.write_text(content)
+    assert main(["validate", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(path) in err
+    for needle in needles:
+        assert needle in err
+
+
+def test_console_script_exit_code_and_no_traceback():
+    result = subprocess.run(
+        [sys.executable, "-m", "mixsim.cli", "mixing-time", "nope", "--json"],
+        capture_output=True, text=True, check=False,
+    )
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.startswith("mixsim: error:") and "Traceback" not in result.stderr
