@@ -217,13 +217,18 @@ class _Measure:
 
     def t_mix(self, guess: int) -> tuple[int, object]:
         steps = self.starts + max(guess, 1)
+        # First-passage lengths per coordinate and start; -1 until a window halves. A
+        # start that halved keeps its value when the run is extended.
+        lengths = np.full((self.d, self.starts), -1, dtype=np.int64)
         while True:
             self.sim.run(steps)
             compiled = self.sim.trace.compile(self.d)
             if self.basis.shape[1] == 0:
                 return 1, compiled
-            lengths = [self._lengths(compiled, coord) for coord in range(self.d)]
-            lengths = np.concatenate(lengths)
+            for coord in range(self.d):
+                todo = np.flatnonzero(lengths[coord] < 0)
+                if todo.size:
+                    lengths[coord, todo] = self._lengths(compiled, coord, todo)
             if np.all(lengths > 0):
                 return int(lengths.max()), compiled
             if steps >= MAX_STEPS:
@@ -238,9 +243,8 @@ class _Measure:
                 compiled.op_rows, compiled.op_row_ptr_ptr, compiled.op_row_ptr,
                 compiled.op_cols, compiled.op_vals, max_rows)
 
-    def _lengths(self, compiled, coord):
-        starts = np.arange(self.starts, dtype=np.int64)
-        return _first_passages(starts, self.sim.step, coord, self.basis,
+    def _lengths(self, compiled, coord, starts):
+        return _first_passages(starts.astype(np.int64), self.sim.step, coord, self.basis,
                                *self._arrays(compiled), _HALF)
 
     def xi(self, compiled, t_mix: int) -> float:
