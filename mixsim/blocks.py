@@ -163,22 +163,37 @@ class Pairwise(_Block):
         graph = _make_graph(context, graph, k, graph_args)
         self.graph = graph
         self.neighbours = [np.array(sorted(graph.neighbors(i)), dtype=np.int64) for i in range(k)]
-        self._ops: dict[tuple[int, int], Operator] = {}
+        self._events: dict[tuple[int, int], list] = {}
         self.rng = context.rng
+        self._slot_of_worker = [
+            self.layout.owner_slot(self.group, w) - self.layout.slot(self.group, 0)
+            for w in range(self.layout.n_workers)
+        ]
+        # Uniforms are drawn in blocks: the same stream, far fewer calls into the generator.
+        self._uniforms = np.empty(0)
+        self._next = 0
+
+    def _uniform(self) -> float:
+        if self._next == self._uniforms.size:
+            self._uniforms = self.rng.random(4096)
+            self._next = 0
+        self._next += 1
+        return self._uniforms[self._next - 1]
 
     def events(self, worker, round):
-        slot = self.layout.owner_slot(self.group, worker) - self.layout.slot(self.group, 0)
+        slot = self._slot_of_worker[worker]
         neighbours = self.neighbours[slot]
         if neighbours.size == 0:
             return []
-        other = int(neighbours[self.rng.integers(neighbours.size)])
-        key = (min(slot, other), max(slot, other))
-        op = self._ops.get(key)
-        if op is None:
+        other = int(neighbours[int(self._uniform() * neighbours.size)])
+        key = (slot, other) if slot < other else (other, slot)
+        events = self._events.get(key)
+        if events is None:
             a, b = (self.layout.slot(self.group, s) for s in key)
             op = Operator.from_rows({a: {a: 0.5, b: 0.5}, b: {a: 0.5, b: 0.5}}, self.layout.size)
-            self._ops[key] = op
-        return [(op, [_node(self.layout, self.group, s) for s in key])]
+            events = [(op, [_node(self.layout, self.group, s) for s in key])]
+            self._events[key] = events
+        return events
 
 
 class OnePeerExponential(_Block):
@@ -234,6 +249,7 @@ class Copy(_Block):
             )
         self.scope = scope
         self._ops: dict[int, Operator] = {}
+        self._own: dict[int, list] = {}
         n = self.layout.n_workers
         self.to_of_worker = [self.layout.owner_slot(self.to, w) for w in range(n)]
         self.src_of_worker = [self.layout.owner_slot(self.source, w) for w in range(n)]
@@ -253,7 +269,10 @@ class Copy(_Block):
 
     def events(self, worker, round):
         if self.scope == "self" and worker is not None:
-            return [self._event(worker)]
+            events = self._own.get(worker)
+            if events is None:
+                events = self._own[worker] = [self._event(worker)]
+            return events
         n = self.layout.n_workers
         if self.scope == "group" and worker is not None:
             mine = self.src_of_worker[worker]

@@ -20,6 +20,7 @@ import simpy
 
 from mixsim.blocks import BLOCKS, BlockContext
 from mixsim.errors import DivergenceError, ProtocolError
+from mixsim.operators import _apply_rows
 from mixsim.protocol import Protocol, RuleSpec, load_protocol
 from mixsim.state import SlotLayout
 from mixsim.timing import Timing
@@ -145,6 +146,7 @@ class Simulation:
                                 source=self.protocol.source, key="schedule")
         self._context = BlockContext(self.layout, rng_blocks, self.protocol.source)
         self._rules = self._build_rules()
+        self._step_rules = self._rules["step"]
         self._view_rows = self._owner_rows(spec.view, "view")
         self._setup_target()
         self._eta = self.protocol.sparsify
@@ -154,6 +156,7 @@ class Simulation:
         self._instant = (not self._links._table and self._links.latency == 0
                          and self._links.bandwidth == float("inf"))
         self._pending: dict[int, list] = defaultdict(list)
+        self._op_cache: dict[int, tuple] = {}
 
         self.env = simpy.Environment()
         self.step = 0
@@ -279,11 +282,24 @@ class Simulation:
         return self
 
     def _apply(self, op, kind: str, nodes) -> None:
-        coords = None
-        if self._eta is not None:
-            coords = np.flatnonzero(self._rng_sparse.random(self.d) < self._eta)
-            if coords.size == 0:
-                return
+        if self._eta is None:
+            # Hot path: the kernel's arguments and the trace index are cached per operator.
+            entry = self._op_cache.get(id(op))
+            if entry is None:
+                buf = np.empty((op.rows.shape[0], self.d), dtype=self.X.dtype)
+                entry = self._op_cache[id(op)] = (
+                    self.trace.register(op), (op.rows, op.row_ptr, op.cols, op.vals, buf))
+            index, args = entry
+            _apply_rows(self.X, *args)
+            trace = self.trace
+            trace.ev_step.append(self.step - 1)
+            trace.ev_time.append(self.env.now)
+            trace.ev_kind.append(kind)
+            trace.ev_op.append(index)
+            return
+        coords = np.flatnonzero(self._rng_sparse.random(self.d) < self._eta)
+        if coords.size == 0:
+            return
         op.apply(self.X, coords)
         self.trace.record(self.step - 1, self.env.now, kind, op, coords)
 
@@ -312,9 +328,10 @@ class Simulation:
         if self._delay_line is not None:
             rows, deliver, _ = self._delay_line
             self._apply(deliver.op_for_slot(int(rows[t % rows.size])), "deliver", [worker])
-        for rule, op, nodes in self._pending.pop(t, ()):
-            self._apply(op, rule.kind, nodes)
-        for rule in self._rules["step"]:
+        if self._pending:
+            for rule, op, nodes in self._pending.pop(t, ()):
+                self._apply(op, rule.kind, nodes)
+        for rule in self._step_rules:
             if (t + 1) % rule.every == 0:
                 self._fire(rule, worker, (t + 1) // rule.every - 1)
 
@@ -333,21 +350,23 @@ class Simulation:
 
     def _worker(self, worker: int):
         env = self.env
-        own = self._rules["own-step"]
+        own = [(rule, rule.delay is not None or not rule.spec.wait, rule.block.events)
+               for rule in self._rules["own-step"]]
         sync = self.schedule == "sync"
+        compute_time = self._compute_time
         while True:
-            yield env.timeout(self._compute_time(worker))
+            yield env.timeout(compute_time(worker))
             if self.step >= self._limit:
                 if not self._stopped:
                     self._stopped = True
                     self._done.succeed()
                 yield self._resume
             self._computation(worker)
-            for rule in own:
-                if rule.delay is not None or not rule.spec.wait:
+            for rule, later, make_events in own:
+                if later:
                     self._send_later(rule, worker)
                     continue
-                events = rule.block.events(worker, self.round)
+                events = make_events(worker, self.round)
                 delay = self._delay(events)
                 if delay > 0:
                     yield env.timeout(delay)

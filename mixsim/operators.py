@@ -74,7 +74,7 @@ class Operator:
     may be shared by many events (a pairwise average over the same edge is one object).
     """
 
-    __slots__ = ("rows", "row_ptr", "cols", "vals", "size", "_norm")
+    __slots__ = ("rows", "row_ptr", "cols", "vals", "size", "_norm", "_buf")
 
     def __init__(self, rows, row_ptr, cols, vals, size: int):
         self.rows = np.ascontiguousarray(rows, dtype=np.int64)
@@ -83,6 +83,7 @@ class Operator:
         self.vals = np.ascontiguousarray(vals, dtype=np.float64)
         self.size = int(size)
         self._norm = None
+        self._buf = None
         for array in (self.rows, self.row_ptr, self.cols, self.vals):
             array.flags.writeable = False
 
@@ -138,7 +139,10 @@ class Operator:
     def apply(self, X: np.ndarray, coords: np.ndarray | None = None) -> None:
         """Apply the operator to ``X`` in place (on ``coords`` only, if given)."""
         if coords is None:
-            buf = np.empty((self.rows.shape[0], X.shape[1]), dtype=X.dtype)
+            # The scratch rows are reused between calls: events are applied one at a time.
+            buf = self._buf
+            if buf is None or buf.shape[1] != X.shape[1] or buf.dtype != X.dtype:
+                buf = self._buf = np.empty((self.rows.shape[0], X.shape[1]), dtype=X.dtype)
             _apply_rows(X, self.rows, self.row_ptr, self.cols, self.vals, buf)
         else:
             buf = np.empty((self.rows.shape[0], coords.shape[0]), dtype=X.dtype)

@@ -153,14 +153,19 @@ class Trace:
     def __len__(self) -> int:
         return len(self.ev_op)
 
-    def record(self, step: int, time: float, kind: str, op: Operator, coords=None) -> None:
-        """Append a communication event that happened after computation ``step``."""
+    def register(self, op: Operator) -> int:
+        """Index of ``op`` among the trace's operators (added on first use)."""
         key = id(op)
         index = self._op_ids.get(key)
         if index is None:
             index = len(self.ops)
             self._op_ids[key] = index
             self.ops.append(op)
+        return index
+
+    def record(self, step: int, time: float, kind: str, op: Operator, coords=None) -> None:
+        """Append a communication event that happened after computation ``step``."""
+        index = self.register(op)
         if coords is not None:
             self.ev_coords[len(self.ev_op)] = coords
         self.ev_step.append(step)
