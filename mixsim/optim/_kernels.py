@@ -170,7 +170,7 @@ def _onebit_momentum_step(x, g, m, v, e, lr, b1, c1, eps):
     scale = l1 / d
     for i in range(d):
         a = e[i]
-        m[i] = scale * np.sign(a)
+        m[i] = -scale if a < 0 else scale
         c = m[i]
         e[i] = a - c
         x[i] -= lr * c / (np.sqrt(v[i]) + eps)
@@ -345,14 +345,17 @@ def _ef_top_k(g, e, k, idx, vals):
 
 @njit
 def _scaled_sign(x, out):
-    """``out = ||x||_1 sign(x) / d`` (the l1 norm summed in float64)."""
+    """``out = ||x||_1 sign(x) / d`` with ``sign(0) = +1`` (the l1 norm summed in float64).
+
+    A message has one bit per coordinate, so there is no symbol for zero.
+    """
     d = x.shape[0]
     l1 = 0.0
     for i in range(d):
         l1 += abs(x[i])
     scale = l1 / d
     for i in range(d):
-        out[i] = scale * np.sign(x[i])
+        out[i] = -scale if x[i] < 0 else scale
 
 
 @njit
@@ -387,12 +390,13 @@ def _capped_probabilities(r, c, p, rounds):
     with ``c`` reduced) for at most ``rounds`` rounds, then finishes exactly by sorting the
     remaining coordinates (eq. 5-6), so the cost stays O(d log d) on adversarial inputs.
     ``r`` must be finite and non-negative. If fewer than ``c`` entries are non-zero, those
-    get probability 1 and the rest 0.
+    get probability 1 and the rest 0. The free probabilities are ``r_i left / total``,
+    never through ``left / total`` alone, which overflows for tiny ``r``.
     """
     d = r.shape[0]
     fixed = np.zeros(d, np.bool_)
     left = c
-    scale = 0.0
+    total = 0.0
     done = False
     for _ in range(rounds):
         total = 0.0
@@ -400,13 +404,11 @@ def _capped_probabilities(r, c, p, rounds):
             if not fixed[i]:
                 total += r[i]
         if total <= 0.0 or left <= 0.0:
-            scale = 0.0
             done = True
             break
-        scale = left / total
         newly = 0
         for i in range(d):
-            if not fixed[i] and r[i] * scale >= 1.0:
+            if not fixed[i] and r[i] * left >= total:
                 fixed[i] = True
                 newly += 1
         if newly == 0:
@@ -420,34 +422,35 @@ def _capped_probabilities(r, c, p, rounds):
                 active += 1
         values = np.empty(active, np.float64)
         j = 0
-        total = 0.0
         for i in range(d):
             if not fixed[i]:
                 values[j] = r[i]
-                total += r[i]
                 j += 1
         values.sort()
-        scale = 0.0
+        # Sums of the smallest values, so that removing the largest never cancels.
+        below = np.cumsum(values)
         cut = np.inf
+        total = 0.0
         for j in range(active - 1, -1, -1):
+            total = below[j]
             if total <= 0.0 or left <= 0.0:
-                scale = 0.0
                 break
             top = values[j]
-            if top * left / total < 1.0:
-                scale = left / total
+            if top * left < total:
                 break
             cut = top
             left -= 1.0
-            total -= top
+            total = below[j - 1] if j > 0 else 0.0
         for i in range(d):
             if not fixed[i] and r[i] >= cut:
                 fixed[i] = True
     for i in range(d):
         if fixed[i]:
             p[i] = 1.0
+        elif total <= 0.0 or left <= 0.0:
+            p[i] = 0.0
         else:
-            p[i] = min(r[i] * scale, 1.0)
+            p[i] = min(r[i] * left / total, 1.0)
 
 
 @njit

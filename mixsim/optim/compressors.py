@@ -301,7 +301,9 @@ def rand_k(k: int | None = None, *, density: float | None = None, rescale: bool 
 def scaled_sign(*, offsets: Sequence[int] | None = None) -> Transformation:
     """Scaled sign ``||x||_1 sign(x) / d`` (seed 003 App. A), 1 bit per entry plus a scale.
 
-    Its error is exactly ``(1 - ||x||_1^2 / (d ||x||_2^2)) ||x||_2^2`` (seed 003 eq. A.2).
+    A zero entry is sent as ``+`` (one bit has no third symbol; DeepSpeed's 1-bit
+    compression does the same). Then the error is exactly
+    ``(1 - ||x||_1^2 / (d ||x||_2^2)) ||x||_2^2`` (seed 003 eq. A.2) for every ``x``.
 
     Parameters
     ----------
@@ -319,7 +321,7 @@ def scaled_sign(*, offsets: Sequence[int] | None = None) -> Transformation:
     >>> c = scaled_sign()
     >>> out, state = c.update(np.array([1.0, -3.0, 0.0, 4.0]), c.init(np.zeros(4)))
     >>> out.tolist(), state.bits
-    ([2.0, -2.0, 0.0, 2.0], 36)
+    ([2.0, -2.0, 2.0, 2.0], 36)
     """
 
     def init(params):
