@@ -1,5 +1,6 @@
 """Compressors of mixsim.optim: against tests/naive.py, properties, unbiasedness, errors."""
 
+import naive
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -21,7 +22,6 @@ from mixsim.optim import (
     uniform,
 )
 from mixsim.optim.compressors import _split
-from tests import naive
 
 DTYPES = [np.float32, np.float64]
 finite = st.floats(-1e6, 1e6, allow_nan=False, width=32)
@@ -109,8 +109,9 @@ def test_top_k_per_layer_splits_the_budget_by_size():
     out, state = compress(top_k(10, offsets=offsets), g)
     counts = _split(10, [(0, 10), (10, 40), (40, 100)], 100)
     assert counts == [1, 3, 6]
+    layers = [(0, 10), (10, 40), (40, 100)]
     expected = np.concatenate(
-        [naive.top_k(g[a:b], kl) for (a, b), kl in zip([(0, 10), (10, 40), (40, 100)], counts)]
+        [naive.top_k(g[a:b], kl) for (a, b), kl in zip(layers, counts, strict=True)]
     )
     np.testing.assert_array_equal(out, expected)
     # per layer min(index list, bitmap): min(64, 10 + 32) + min(192, 30 + 96) + min(384, 60 + 192)

@@ -2,6 +2,7 @@
 
 import importlib.util
 
+import naive
 import numpy as np
 import pytest
 
@@ -17,7 +18,6 @@ from mixsim.optim import (
     rmsprop,
     sgd,
 )
-from tests import naive
 
 DTYPES = [np.float32, np.float64]
 RTOL = {np.float32: 2e-6, np.float64: 1e-13}
