@@ -9,6 +9,7 @@ from mixsim.engine import Simulation
 from mixsim.errors import ConfigError, DivergenceError, MixsimError, ProtocolError
 from mixsim.mixing import MixingTime, mixing_time, trace_mixing_time
 from mixsim.operators import Operator
+from mixsim.plotting import plot_mixing_times
 from mixsim.protocol import Protocol, list_protocols, load_protocol
 from mixsim.state import SlotLayout
 from mixsim.timing import ComputeTime, Links, Timing
@@ -32,6 +33,7 @@ __all__ = [
     "list_protocols",
     "load_protocol",
     "mixing_time",
+    "plot_mixing_times",
     "trace_mixing_time",
 ]
 __version__ = "0.1.0"
