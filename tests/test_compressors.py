@@ -317,8 +317,12 @@ def test_per_layer_bernoulli_keeps_the_density_in_every_layer():
 
 def test_same_seed_same_stream_and_init_replays():
     g = np.random.default_rng(0).standard_normal(50)
-    for make in (lambda: bernoulli(0.2, seed=7), lambda: rand_k(5, seed=7),
-                 lambda: uniform(0.2, seed=7), lambda: adaptive(0.2, seed=7)):
+    for make in (
+        lambda: bernoulli(0.2, seed=7),
+        lambda: rand_k(5, seed=7),
+        lambda: uniform(0.2, seed=7),
+        lambda: adaptive(0.2, seed=7),
+    ):
         a, b = make(), make()
         out_a, _ = compress(a, g)
         out_b, _ = compress(b, g)
@@ -339,8 +343,15 @@ def test_uniform_sends_nan_when_selected():
 
 def test_float32_is_preserved_by_every_compressor():
     g = np.random.default_rng(0).standard_normal(64).astype(np.float32)
-    for compressor in (uncompressed(), top_k(5), rand_k(5, seed=0), scaled_sign(),
-                       bernoulli(0.1, seed=0), uniform(0.1, seed=0), adaptive(0.1, seed=0)):
+    for compressor in (
+        uncompressed(),
+        top_k(5),
+        rand_k(5, seed=0),
+        scaled_sign(),
+        bernoulli(0.1, seed=0),
+        uniform(0.1, seed=0),
+        adaptive(0.1, seed=0),
+    ):
         out, state = compress(compressor, g)
         assert out.dtype == np.float32
     assert state.u.dtype == np.float32

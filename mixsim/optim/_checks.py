@@ -16,8 +16,15 @@ from mixsim.errors import ConfigError
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
-def real(value: Any, key: str, *, low: float = -math.inf, high: float = math.inf,
-         low_open: bool = False, high_open: bool = False) -> float:
+def real(
+    value: Any,
+    key: str,
+    *,
+    low: float = -math.inf,
+    high: float = math.inf,
+    low_open: bool = False,
+    high_open: bool = False,
+) -> float:
     """``value`` as a float in the given interval, or a ConfigError naming the range."""
     left = "(" if low_open else "["
     right = ")" if high_open else "]"
@@ -80,8 +87,9 @@ def offsets(value: Sequence[int] | None, d: int) -> np.ndarray | None:
     return bounds.astype(np.int64)
 
 
-def pick(name: str, registry: Mapping[str, Callable[..., Any]], kind: str,
-         params: Mapping[str, Any]) -> Any:
+def pick(
+    name: str, registry: Mapping[str, Callable[..., Any]], kind: str, params: Mapping[str, Any]
+) -> Any:
     """Call ``registry[name](**params)``; unknown names and keys become ConfigErrors."""
     if name not in registry:
         allowed = ", ".join(sorted(registry))

@@ -179,8 +179,9 @@ def select_top_k(x: np.ndarray, k: int) -> np.ndarray:
     return idx
 
 
-def top_k(k: int | None = None, *, density: float | None = None,
-          offsets: Sequence[int] | None = None) -> Transformation:
+def top_k(
+    k: int | None = None, *, density: float | None = None, offsets: Sequence[int] | None = None
+) -> Transformation:
     """Top-k sparsification: keep the ``k`` entries of largest magnitude (exact).
 
     Parameters
@@ -236,8 +237,14 @@ def top_k(k: int | None = None, *, density: float | None = None,
     )
 
 
-def rand_k(k: int | None = None, *, density: float | None = None, rescale: bool = False,
-           offsets: Sequence[int] | None = None, seed=None) -> Transformation:
+def rand_k(
+    k: int | None = None,
+    *,
+    density: float | None = None,
+    rescale: bool = False,
+    offsets: Sequence[int] | None = None,
+    seed=None,
+) -> Transformation:
     """Rand-k sparsification: keep ``k`` entries chosen uniformly without replacement.
 
     Parameters
@@ -342,8 +349,9 @@ def scaled_sign(*, offsets: Sequence[int] | None = None) -> Transformation:
     return Transformation(init, update, spec=Spec("scaled-sign", {"offsets": offsets}))
 
 
-def adaptive_probabilities(g: np.ndarray, c: float, u: np.ndarray | None = None,
-                           xi: float = 0.5, eps: float = 1e-8) -> np.ndarray:
+def adaptive_probabilities(
+    g: np.ndarray, c: float, u: np.ndarray | None = None, xi: float = 0.5, eps: float = 1e-8
+) -> np.ndarray:
     """Selection probabilities of seed 000 Theorem 2, computed by its Algorithm 2.
 
     ``p_i = min(r_i / sqrt(lambda), 1)`` with ``r_i = |g_i| / (u_i + eps)^xi`` (or
@@ -396,8 +404,9 @@ def adaptive_probabilities(g: np.ndarray, c: float, u: np.ndarray | None = None,
     return p
 
 
-def _probability_sparsifier(name: str, density: float, xi: float | None, eps: float,
-                            offsets, seed) -> Transformation:
+def _probability_sparsifier(
+    name: str, density: float, xi: float | None, eps: float, offsets, seed
+) -> Transformation:
     """Bernoulli (``xi is None``) or adaptive sparsification, with expected ``density``."""
     density = _checks.real(density, "density", low=0.0, high=1.0)
     eps = _checks.real(eps, "eps", low=0.0)
@@ -440,8 +449,7 @@ def _probability_sparsifier(name: str, density: float, xi: float | None, eps: fl
     return Transformation(init, update, spec=Spec(name, params))
 
 
-def bernoulli(density: float, *, offsets: Sequence[int] | None = None,
-              seed=None) -> Transformation:
+def bernoulli(density: float, *, offsets: Sequence[int] | None = None, seed=None) -> Transformation:
     """Bernoulli sparsification of seed 000 eq. 1-2: send ``g_i / p_i`` with probability
     ``p_i = min(lambda |g_i|, 1)``.
 
@@ -478,8 +486,14 @@ def bernoulli(density: float, *, offsets: Sequence[int] | None = None,
     return _probability_sparsifier("bernoulli", density, None, 0.0, offsets, seed)
 
 
-def adaptive(density: float, xi: float = 0.5, *, eps: float = 1e-8,
-             offsets: Sequence[int] | None = None, seed=None) -> Transformation:
+def adaptive(
+    density: float,
+    xi: float = 0.5,
+    *,
+    eps: float = 1e-8,
+    offsets: Sequence[int] | None = None,
+    seed=None,
+) -> Transformation:
     """Adaptive sparsification of seed 000 Theorem 2 / Algorithm 2.
 
     ``p_i = min(|g_i| / ((u_i + eps)^xi sqrt(lambda)), 1)`` with ``sum(p) = density d``;
@@ -521,8 +535,7 @@ def adaptive(density: float, xi: float = 0.5, *, eps: float = 1e-8,
     return _probability_sparsifier("adaptive", density, xi, eps, offsets, seed)
 
 
-def uniform(density: float, *, offsets: Sequence[int] | None = None,
-            seed=None) -> Transformation:
+def uniform(density: float, *, offsets: Sequence[int] | None = None, seed=None) -> Transformation:
     """Uniform sparsification: send ``g_i / p`` with probability ``p = c / d = density``.
 
     Parameters
@@ -564,8 +577,7 @@ def uniform(density: float, *, offsets: Sequence[int] | None = None,
         uniforms = state.rng.random(d)
         layers = _layers(offsets, d)
         kept = [
-            _kernels._sparsify_uniform(g[a:b], density, uniforms[a:b], out[a:b])
-            for a, b in layers
+            _kernels._sparsify_uniform(g[a:b], density, uniforms[a:b], out[a:b]) for a, b in layers
         ]
         return out, state._replace(bits=_sparse_cost(kept, layers))
 

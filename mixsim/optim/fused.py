@@ -31,9 +31,15 @@ from mixsim.optim.transform import Spec, Transformation
 __all__ = ["fused_ef_top_k_amsgrad", "fuse"]
 
 
-def fused_ef_top_k_amsgrad(k: int | None = None, *, density: float | None = None, lr=1e-3,
-                           b1: float = 0.9, b2: float = 0.999,
-                           eps: float = 1e-8) -> Transformation:
+def fused_ef_top_k_amsgrad(
+    k: int | None = None,
+    *,
+    density: float | None = None,
+    lr=1e-3,
+    b1: float = 0.9,
+    b2: float = 0.999,
+    eps: float = 1e-8,
+) -> Transformation:
     """Error feedback + top-k + AMSGrad (seeds' form) in two passes over memory.
 
     Equivalent to ``chain(error_feedback(top_k(k, density=density)), amsgrad(lr, b1, b2,
@@ -94,8 +100,18 @@ def fused_ef_top_k_amsgrad(k: int | None = None, *, density: float | None = None
         count = ams.count + 1
         t = x.dtype.type
         _kernels._amsgrad_sparse_step(
-            x, idx[:n], vals[:n], ams.m, ams.v, ams.v_hat, t(_rate(lr, count)), t(b1),
-            t(1.0 - b1), t(b2), t(1.0 - b2), t(eps),
+            x,
+            idx[:n],
+            vals[:n],
+            ams.m,
+            ams.v,
+            ams.v_hat,
+            t(_rate(lr, count)),
+            t(b1),
+            t(1.0 - b1),
+            t(b2),
+            t(1.0 - b2),
+            t(eps),
         )
         ef = ef._replace(inner=ef.inner._replace(bits=bits.sparse_bits(n, d)))
         return (ef, ams._replace(count=count))

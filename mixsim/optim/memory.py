@@ -182,9 +182,7 @@ def markov(compressor: Transformation, *, output: str = "estimate") -> Transform
     """
     compressor = _check_compressor(compressor)
     if output not in ("estimate", "message"):
-        raise ConfigError(
-            f"output must be 'estimate' or 'message', got {output!r}", key="output"
-        )
+        raise ConfigError(f"output must be 'estimate' or 'message', got {output!r}", key="output")
 
     def init(params):
         return MarkovState(_zeros(params), compressor.init(params))
@@ -248,8 +246,15 @@ class CDAdam(NamedTuple):
     model: Transformation
 
 
-def cd_adam(compressor: Transformation, lr=1e-3, b1: float = 0.9, b2: float = 0.999,
-            eps: float = 1e-8, *, server_compressor: Transformation | None = None) -> CDAdam:
+def cd_adam(
+    compressor: Transformation,
+    lr=1e-3,
+    b1: float = 0.9,
+    b2: float = 0.999,
+    eps: float = 1e-8,
+    *,
+    server_compressor: Transformation | None = None,
+) -> CDAdam:
     """CD-Adam: Markov compression both ways and AMSGrad on the workers (seed 003 Alg. 1).
 
     One synchronous round with ``n`` workers::
@@ -307,8 +312,9 @@ def cd_adam(compressor: Transformation, lr=1e-3, b1: float = 0.9, b2: float = 0.
     return CDAdam(markov(uplink, output="message"), server, model)
 
 
-def onebit_adam(lr=1e-3, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
-                warmup: int = 100) -> Transformation:
+def onebit_adam(
+    lr=1e-3, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8, warmup: int = 100
+) -> Transformation:
     """1-bit Adam (Tang et al. 2021) as a baseline: full Adam, then 1-bit momentum.
 
     For the first ``warmup`` steps: Adam without bias correction,

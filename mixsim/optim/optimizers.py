@@ -226,8 +226,9 @@ def _betas(b1, b2):
     return b1, b2
 
 
-def adam_family(lr=1e-3, p: float = 0.5, b1: float = 0.9, b2: float = 0.999,
-                eps: float = 1e-8) -> Transformation:
+def adam_family(
+    lr=1e-3, p: float = 0.5, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8
+) -> Transformation:
     """Stochastic Adaptive Method of seed 002 §5.2, eq. 11, with power ``p``.
 
     ``m = b1 m + (1 - b1) g``, ``v = max(b2 v + (1 - b2) g^2, v)``,
@@ -276,8 +277,17 @@ def adam_family(lr=1e-3, p: float = 0.5, b1: float = 0.9, b2: float = 0.999,
         count = state.count + 1
         t = x.dtype.type
         _kernels._adam_family_step(
-            x, g, state.m, state.v, t(_rate(lr, count)), t(b1), t(1.0 - b1), t(b2),
-            t(1.0 - b2), t(p), t(eps),
+            x,
+            g,
+            state.m,
+            state.v,
+            t(_rate(lr, count)),
+            t(b1),
+            t(1.0 - b1),
+            t(b2),
+            t(1.0 - b2),
+            t(p),
+            t(eps),
         )
         return state._replace(count=count)
 
@@ -317,8 +327,9 @@ def rmsprop(lr=1e-3, b2: float = 0.999, eps: float = 1e-8) -> Transformation:
     return adam_family(lr, p=0.5, b1=0.0, b2=b2, eps=eps)
 
 
-def padam(lr=1e-3, p: float = 0.125, b1: float = 0.9, b2: float = 0.999,
-          eps: float = 1e-8) -> Transformation:
+def padam(
+    lr=1e-3, p: float = 0.125, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8
+) -> Transformation:
     """Partially adaptive method (PAdam): :func:`adam_family` with ``0 < p < 1/2``.
 
     Parameters
@@ -397,16 +408,24 @@ def amsgrad(lr=1e-3, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8) -> T
         count = state.count + 1
         t = x.dtype.type
         _kernels._amsgrad_step(
-            x, g, state.m, state.v, state.v_hat, t(_rate(lr, count)), t(b1), t(1.0 - b1),
-            t(b2), t(1.0 - b2), t(eps),
+            x,
+            g,
+            state.m,
+            state.v,
+            state.v_hat,
+            t(_rate(lr, count)),
+            t(b1),
+            t(1.0 - b1),
+            t(b2),
+            t(1.0 - b2),
+            t(eps),
         )
         return state._replace(count=count)
 
     return _transformation(init, step, lambda s: s.m, Spec("amsgrad", params))
 
 
-def amsgrad_torch(lr=1e-3, b1: float = 0.9, b2: float = 0.999,
-                  eps: float = 1e-8) -> Transformation:
+def amsgrad_torch(lr=1e-3, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8) -> Transformation:
     """AMSGrad as ``torch.optim.Adam(amsgrad=True)`` computes it.
 
     With ``t`` the step count, ``bc1 = 1 - b1^t`` and ``bc2 = 1 - b2^t``:
@@ -453,8 +472,17 @@ def amsgrad_torch(lr=1e-3, b1: float = 0.9, b2: float = 0.999,
         step_size = _rate(lr, count) / (1.0 - b1**count)
         sqrt_bc2 = math.sqrt(1.0 - b2**count)
         _kernels._amsgrad_torch_step(
-            x, g, state.m, state.v, state.v_hat, t(step_size), t(1.0 - b1), t(b2),
-            t(1.0 - b2), t(sqrt_bc2), t(eps),
+            x,
+            g,
+            state.m,
+            state.v,
+            state.v_hat,
+            t(step_size),
+            t(1.0 - b1),
+            t(b2),
+            t(1.0 - b2),
+            t(sqrt_bc2),
+            t(eps),
         )
         return state._replace(count=count)
 

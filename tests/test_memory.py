@@ -1,0 +1,155 @@
+"""Memory schemes of mixsim.optim: error feedback, Markov/EF21, CD-Adam."""
+
+import naive
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+from mixsim.errors import ConfigError
+from mixsim.optim import (
+    _kernels,
+    accumulate,
+    amsgrad,
+    cd_adam,
+    error_feedback,
+    make_memory,
+    markov,
+    message_bits,
+    rand_k,
+    scaled_sign,
+    top_k,
+    uncompressed,
+)
+
+finite = st.floats(-1e3, 1e3, allow_nan=False)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("d", [1, 50, 2 * _kernels._SMALL])
+def test_error_feedback_top_k_matches_naive(dtype, d):
+    rng = np.random.default_rng(d)
+    k = max(1, d // 100)
+    ef = error_feedback(top_k(k))
+    state = ef.init(np.zeros(d, dtype))
+    e = np.zeros(d, dtype)
+    for _ in range(3):
+        g = rng.standard_normal(d).astype(dtype)
+        c, state = ef.update(g, state)
+        rc, e = naive.error_feedback_top_k(g, e, k)
+        np.testing.assert_array_equal(c, rc)
+        np.testing.assert_array_equal(state.error, e)
+        assert state.inner.bits == min(64 * k, d + 32 * k)
+        assert c.dtype == dtype and state.error.dtype == dtype
+
+
+@settings(max_examples=50, deadline=None)
+@given(arrays(np.float64, st.integers(1, 40), elements=finite), st.data())
+def test_error_feedback_conserves_the_sum(g, data):
+    d = g.shape[0]
+    old = data.draw(arrays(np.float64, d, elements=finite))
+    k = data.draw(st.integers(0, d))
+    for compressor in (top_k(k), scaled_sign(), rand_k(k, seed=1)):
+        ef = error_feedback(compressor)
+        state = ef.init(g)
+        np.copyto(state.error, old)
+        c, state = ef.update(g, state)
+        np.testing.assert_allclose(c + state.error, g + old, rtol=1e-12, atol=1e-9)
+
+
+def test_error_feedback_eventually_sends_everything():
+    """A constant gradient with top-1: every coordinate is sent in turn, none is lost."""
+    g = np.array([1.0, 0.5, 0.25])
+    ef = error_feedback(top_k(1))
+    state = ef.init(g)
+    sent = np.zeros(3)
+    for _ in range(30):
+        c, state = ef.update(g, state)
+        sent += c
+    np.testing.assert_allclose(sent + state.error, 30 * g)
+    assert np.all(np.abs(state.error) <= 2 * np.abs(g).sum())
+
+
+def test_markov_estimate_reaches_a_constant_gradient_in_d_over_k_steps():
+    g = np.array([5.0, -4.0, 3.0, -2.0, 1.0, 0.5])
+    mc = markov(top_k(2))
+    state = mc.init(g)
+    for _ in range(3):  # d / k = 3 steps
+        estimate, state = mc.update(g, state)
+    np.testing.assert_array_equal(estimate, g)
+    message, state = markov(top_k(2), output="message").update(g, mc.init(g))
+    np.testing.assert_array_equal(message, [5.0, -4.0, 0, 0, 0, 0])
+
+
+def test_markov_message_plus_accumulate_equals_markov_estimate():
+    rng = np.random.default_rng(0)
+    sender, receiver, both = (
+        markov(scaled_sign(), output="message"),
+        accumulate(),
+        markov(scaled_sign()),
+    )
+    s, r, b = sender.init(np.zeros(20)), receiver.init(np.zeros(20)), both.init(np.zeros(20))
+    for _ in range(4):
+        g = rng.standard_normal(20)
+        message, s = sender.update(g, s)
+        received, r = receiver.update(message, r)
+        estimate, b = both.update(g, b)
+        np.testing.assert_array_equal(received, estimate)
+        np.testing.assert_array_equal(s.estimate, r.estimate)
+        assert s.inner.bits == 32 + 20
+
+
+def one_round(cd, grads, worker_states, server_state, model_state, x):
+    messages = []
+    for i, g in enumerate(grads):
+        c, worker_states[i] = cd.worker.update(g, worker_states[i])
+        messages.append(c)
+    down, server_state = cd.server.update(np.mean(messages, axis=0), server_state)
+    model_state = cd.model.step(down, model_state, x)
+    return server_state, model_state
+
+
+def test_cd_adam_without_compression_is_amsgrad_on_the_mean_gradient():
+    rng = np.random.default_rng(1)
+    n, d = 4, 30
+    cd = cd_adam(uncompressed(), lr=0.01)
+    x = np.zeros(d)
+    ws = [cd.worker.init(x) for _ in range(n)]
+    ss, ms = cd.server.init(x), cd.model.init(x)
+    reference = amsgrad(0.01)
+    rx = np.zeros(d)
+    rs = reference.init(rx)
+    for _ in range(5):
+        grads = [rng.standard_normal(d) for _ in range(n)]
+        ss, ms = one_round(cd, grads, ws, ss, ms, x)
+        rs = reference.step(np.mean(grads, axis=0), rs, rx)
+    np.testing.assert_allclose(x, rx, rtol=1e-12, atol=1e-15)
+
+
+def test_cd_adam_parties_stay_in_sync():
+    rng = np.random.default_rng(2)
+    n, d = 3, 40
+    cd = cd_adam(scaled_sign(), lr=0.01)
+    x = np.zeros(d)
+    ws = [cd.worker.init(x) for _ in range(n)]
+    ss, ms = cd.server.init(x), cd.model.init(x)
+    for _ in range(6):
+        grads = [rng.standard_normal(d) for _ in range(n)]
+        ss, ms = one_round(cd, grads, ws, ss, ms, x)
+        # server's g_hat = mean of the workers' g_hat_i; workers' g_tilde = server's g_tilde
+        np.testing.assert_allclose(ss.aggregate, np.mean([w.estimate for w in ws], axis=0))
+        np.testing.assert_array_equal(ms[0].estimate, ss.estimate)
+    assert [message_bits(w) for w in ws] == [32 + d] * n
+    assert message_bits(ss) == 32 + d
+    assert np.all(np.isfinite(x)) and np.any(x != 0)
+
+
+def test_make_memory_names():
+    assert make_memory("none", top_k(1)).spec.name == "top-k"
+    assert make_memory("ef21", top_k(1)).spec.name == "markov"
+    assert make_memory("error-feedback", top_k(1)).spec.name == "error-feedback"
+    with pytest.raises(ConfigError, match="allowed: ef21, error-feedback, markov, none"):
+        make_memory("feedback", top_k(1))
+    with pytest.raises(ConfigError, match="output"):
+        markov(top_k(1), output="both")
