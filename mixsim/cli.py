@@ -11,7 +11,7 @@ import json
 import sys
 from pathlib import Path
 
-from mixsim.errors import ConfigError, MixsimError
+from mixsim.errors import ConfigError, DivergenceError, MixsimError
 
 __all__ = ["main"]
 
@@ -32,14 +32,46 @@ def _key_values(pairs: list[str] | None) -> dict:
 
 
 def _cmd_list(args) -> int:
+    from mixsim import data, problems
+    from mixsim.optim import compressors, memory, registry
     from mixsim.protocol import list_protocols
 
-    rows = list_protocols()
-    width = max(len(name) for name, _ in rows)
-    print("protocols:")
-    for name, summary in rows:
-        print(f"  {name:<{width}}  {summary}")
+    sections = [
+        ("protocols", list_protocols()),
+        ("problems", problems.list_problems()),
+        ("datasets", data.list_datasets()),
+        ("optimizers", _registry_rows(registry._OPTIMIZERS)),
+        ("compressors", _registry_rows(compressors._COMPRESSORS)),
+        ("memory schemes", [("none", "naive: send the compressed vector, remember nothing")]
+         + _registry_rows(memory._MEMORIES)),
+    ]
+    width = max(len(name) for _, rows in sections for name, _ in rows)
+    for title, rows in sections:
+        print(f"{title}:")
+        for name, summary in rows:
+            print(f"  {name:<{width}}  {summary}")
     return 0
+
+
+def _registry_rows(table: dict) -> list[tuple[str, str]]:
+    """``(name, first line of the factory's docstring)`` for a registry of factories."""
+    rows = []
+    for name, factory in table.items():
+        doc = (factory.__doc__ or "").strip().splitlines()
+        rows.append((name, doc[0].rstrip(".") if doc else ""))
+    return rows
+
+
+def _is_scenario(path: Path) -> bool:
+    from mixsim import _yaml
+
+    try:
+        data = _yaml.load(path.read_text())
+    except Exception:
+        return False
+    return isinstance(data, dict) and "communication" not in data and "schedule" not in data \
+        and any(key in data for key in ("problem", "data", "optimizer", "steps", "epochs",
+                                        "workers", "protocol"))
 
 
 def _cmd_validate(args) -> int:
@@ -49,10 +81,38 @@ def _cmd_validate(args) -> int:
     path = Path(args.file)
     if not path.is_file():
         raise ConfigError(f"no such file: {args.file}", source=args.file)
+    if _is_scenario(path):
+        from mixsim.learning import check_scenario
+
+        scenario = check_scenario(path)
+        print(f"{args.file}: valid scenario {scenario.name!r}")
+        return 0
     protocol = load_protocol(path)
     # Building a small simulation checks every rule's op and arguments too.
     Simulation(protocol, 4).run(4)
     print(f"{args.file}: valid protocol {protocol.name!r}")
+    return 0
+
+
+def _cmd_run(args) -> int:
+    from mixsim.learning import run
+
+    overrides = _key_values(args.set)
+    out = args.out
+    try:
+        result = run(args.scenario, out=out, overrides=overrides, seed=args.seed,
+                     progress=not args.quiet and sys.stderr.isatty())
+    except DivergenceError as exc:
+        print(f"mixsim: error: {args.scenario}: {exc}; the metrics so far are kept"
+              + (f" in {out}" if out else ""), file=sys.stderr)
+        return 3
+    if not args.quiet:
+        s = result.summary
+        final = s["final"]
+        print(f"{s['name']}: {s['steps']} steps of {s['protocol']} with {s['workers']} "
+              f"workers; loss {final['loss']:.6g}, test accuracy "
+              f"{final['test_accuracy']}, t_mix measured {s['t_mix']} (xi {s['xi']:.3g})"
+              + (f"; outputs in {result.out_dir}" if result.out_dir else ""))
     return 0
 
 
@@ -139,7 +199,17 @@ def build_parser() -> argparse.ArgumentParser:
     sub = subs.add_parser("list", help="list the protocol catalog")
     sub.set_defaults(func=_cmd_list)
 
-    sub = subs.add_parser("validate", help="check a protocol file (exit 0 when valid)")
+    sub = subs.add_parser("run", help="run a learning scenario")
+    sub.add_argument("scenario", help="scenario YAML file")
+    sub.add_argument("--out", help="output folder (default: the scenario's outputs.dir)")
+    sub.add_argument("--set", action="append", metavar="KEY=VALUE",
+                     help="override a dotted scenario key, e.g. optimizer.method.lr=0.01")
+    sub.add_argument("--seed", type=int, default=None, help="override the scenario's seed")
+    sub.add_argument("--quiet", action="store_true", help="no progress bar, no summary line")
+    sub.set_defaults(func=_cmd_run)
+
+    sub = subs.add_parser("validate",
+                          help="check a protocol or scenario file (exit 0 when valid)")
     sub.add_argument("file")
     sub.set_defaults(func=_cmd_validate)
 

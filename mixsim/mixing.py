@@ -38,7 +38,7 @@ from mixsim.errors import ProtocolError
 from mixsim.protocol import Protocol, load_protocol
 from mixsim.timing import Timing
 
-__all__ = ["MixingTime", "mixing_time", "trace_mixing_time", "METHODS"]
+__all__ = ["MixingTime", "mixing_time", "trace_mixing_time", "measure_trace", "METHODS"]
 
 METHODS = ("auto", "trace", "montecarlo", "spectral")
 
@@ -238,10 +238,7 @@ class _Measure:
             steps = min(2 * steps, MAX_STEPS)
 
     def _arrays(self, compiled):
-        max_rows = int(np.diff(compiled.op_rows_ptr).max()) if compiled.op_rows_ptr.size > 1 else 1
-        return (compiled.step_ptr, compiled.ev_op, compiled.ev_mask, compiled.op_rows_ptr,
-                compiled.op_rows, compiled.op_row_ptr_ptr, compiled.op_row_ptr,
-                compiled.op_cols, compiled.op_vals, max_rows)
+        return _arrays_of(compiled)
 
     def _lengths(self, compiled, coord, starts):
         return _first_passages(starts.astype(np.int64), self.sim.step, coord, self.basis,
@@ -464,3 +461,38 @@ def _spectral(protocol: Protocol, n: int) -> MixingTime:
         f"method spectral needs a stationary protocol (one synchronous gossip, slack or "
         f"average rule, or asynchronous pairwise gossip); {protocol.name} is not: use "
         "trace or montecarlo", key="method")
+
+
+def measure_trace(trace, starts: int | None = None) -> tuple[int | None, float]:
+    """``(t_mix, xi)`` of a recorded trace, without extending it.
+
+    Used on the trace of a learning run. Window starts are the first ``starts`` steps
+    (default: the number of workers); ``t_mix`` is ``None`` when some start had not halved
+    every distance by the end of the trace (the run was shorter than its mixing time).
+    Sparsified events are measured on coordinate 0.
+    """
+    n = trace.layout.n_workers
+    starts = min(starts or n, max(trace.n_steps, 1))
+    compiled = trace.compile(1)
+    basis = trace.consensus.complement_basis()
+    arrays = _arrays_of(compiled)
+    if basis.shape[1] == 0 or trace.n_steps == 0:
+        return (1 if trace.n_steps else None), 1.0
+    lengths = _first_passages(np.arange(starts, dtype=np.int64), trace.n_steps, 0, basis,
+                              *arrays, _HALF)
+    t_mix = int(lengths.max()) if np.all(lengths > 0) else None
+    if all(op.norm() <= 1 + 1e-12 for op in trace.ops):
+        return t_mix, 1.0
+    length = min(2 * (t_mix or trace.n_steps), trace.n_steps)
+    best = 1.0
+    for start in np.unique(np.linspace(0, max(trace.n_steps - length, 0), 8).astype(int)):
+        best = max(best, _product_norm(int(start), int(min(length, trace.n_steps - start)), 0,
+                                       trace.layout.size, *arrays))
+    return t_mix, float(best)
+
+
+def _arrays_of(compiled):
+    max_rows = int(np.diff(compiled.op_rows_ptr).max()) if compiled.op_rows_ptr.size > 1 else 1
+    return (compiled.step_ptr, compiled.ev_op, compiled.ev_mask, compiled.op_rows_ptr,
+            compiled.op_rows, compiled.op_row_ptr_ptr, compiled.op_row_ptr,
+            compiled.op_cols, compiled.op_vals, max_rows)

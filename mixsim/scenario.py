@@ -1,0 +1,237 @@
+"""Scenario files: what a learning run simulates, validated before anything runs.
+
+A scenario names a protocol, a cluster (workers and timing), a problem, data, an optimizer
+with its compressor, a length and what to record. ``docs/scenarios.md`` is the reference of
+every key. Every error names the file, the line where it can, the key and the bad value.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from mixsim import _yaml
+from mixsim.errors import ConfigError
+
+__all__ = ["Scenario", "load_scenario", "apply_overrides"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ProtocolSection(_Strict):
+    """``protocol:`` - a catalog name or protocol file, with parameter overrides."""
+
+    name: str = "sync-ring"
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class ComputeSection(_Strict):
+    distribution: Literal["constant", "exponential", "lognormal"] = "exponential"
+    mean: float = Field(1.0, gt=0)
+    sigma: float = Field(0.5, ge=0)
+    stragglers: float = Field(0.0, ge=0, le=1)
+    slowdown: float = Field(4.0, ge=1)
+
+
+class LinksSection(_Strict):
+    latency: float = Field(0.0, ge=0)
+    bandwidth: float = Field(float("inf"), gt=0)
+    overrides: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class TimingSection(_Strict):
+    compute: ComputeSection = Field(default_factory=ComputeSection)
+    links: LinksSection = Field(default_factory=LinksSection)
+
+
+class ProblemSection(_Strict):
+    name: str = "softmax"
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class PartitionSection(_Strict):
+    method: Literal["iid", "label", "dirichlet"] = "iid"
+    alpha: float = Field(0.5, gt=0)
+
+
+class DataSection(BaseModel):
+    """``data:`` - the data set (loader keys pass through) and how workers share it."""
+
+    model_config = ConfigDict(extra="allow")
+    name: str = "digits"
+    partition: PartitionSection = Field(default_factory=PartitionSection)
+    batch: int | None = Field(32, ge=1)
+
+
+class CompressorSection(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    name: str = "none"
+
+
+class MethodSection(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    name: str = "amsgrad"
+    lr: float = Field(1e-3, ge=0)
+
+
+class OptimizerSection(_Strict):
+    """``optimizer:`` - where the optimizer runs, what is compressed and how."""
+
+    placement: Literal["worker", "server", "cd-adam"] = "worker"
+    compressor: CompressorSection = Field(default_factory=CompressorSection)
+    memory: Literal["none", "error-feedback", "markov", "ef21"] = "none"
+    method: MethodSection = Field(default_factory=MethodSection)
+    layerwise: bool = False
+
+
+class OutputsSection(_Strict):
+    dir: str | None = None
+    plots: bool = True
+    measure_mixing: bool = True
+
+
+class Scenario(_Strict):
+    """The schema of a scenario file (see ``docs/scenarios.md``)."""
+
+    name: str = "scenario"
+    seed: int = Field(0, ge=0)
+    protocol: ProtocolSection = Field(default_factory=ProtocolSection)
+    workers: int = Field(8, ge=1)
+    timing: TimingSection = Field(default_factory=TimingSection)
+    problem: ProblemSection = Field(default_factory=ProblemSection)
+    data: DataSection = Field(default_factory=DataSection)
+    optimizer: OptimizerSection = Field(default_factory=OptimizerSection)
+    steps: int | None = Field(None, ge=1)
+    epochs: float | None = Field(None, gt=0)
+    eval_every: int = Field(100, ge=1)
+    outputs: OutputsSection = Field(default_factory=OutputsSection)
+
+    @model_validator(mode="after")
+    def _length(self):
+        if self.steps is None and self.epochs is None:
+            self.steps = 1000
+        elif self.steps is not None and self.epochs is not None:
+            raise ValueError("give steps or epochs, not both")
+        return self
+
+
+_SECTIONS = {
+    (): Scenario, ("protocol",): ProtocolSection, ("timing",): TimingSection,
+    ("timing", "compute"): ComputeSection, ("timing", "links"): LinksSection,
+    ("problem",): ProblemSection, ("data",): DataSection,
+    ("data", "partition"): PartitionSection, ("optimizer",): OptimizerSection,
+    ("outputs",): OutputsSection,
+}
+
+
+def _key_lines(text: str) -> dict[tuple, int]:
+    """1-based line of every mapping key of a YAML document, by its path."""
+    lines: dict[tuple, int] = {}
+    try:
+        root = yaml.compose(text, Loader=_yaml._Loader)
+    except yaml.YAMLError:
+        return lines
+
+    def walk(node, path):
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                child = (*path, key.value)
+                lines[child] = key.start_mark.line + 1
+                walk(value, child)
+        elif isinstance(node, yaml.SequenceNode):
+            for i, value in enumerate(node.value):
+                lines[(*path, i)] = value.start_mark.line + 1
+                walk(value, (*path, i))
+
+    if root is not None:
+        walk(root, ())
+    return lines
+
+
+def _error_from_validation(exc: ValidationError, source: str, lines: dict) -> ConfigError:
+    error = exc.errors()[0]
+    loc = tuple(error["loc"])
+    key = ".".join(str(p) for p in loc) or "(top level)"
+    line = next((lines[loc[:i]] for i in range(len(loc), 0, -1) if loc[:i] in lines), None)
+    where = f"{source}:{line}" if line else source
+    if error["type"] == "extra_forbidden":
+        model = _SECTIONS.get(loc[:-1])
+        allowed = list(model.model_fields) if model else []
+        close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        return ConfigError(f"unknown key{hint}; allowed: {', '.join(allowed)}",
+                           source=where, key=key)
+    message = error["msg"].removeprefix("Value error, ")
+    if "input" in error and error["type"] != "missing":
+        message = f"{error['input']!r}: {message}"
+    return ConfigError(message, source=where, key=key)
+
+
+def apply_overrides(data: dict, overrides: dict[str, Any]) -> dict:
+    """Set dotted keys (``optimizer.method.lr``) in a nested dict; values parsed as YAML."""
+    for dotted, value in overrides.items():
+        if isinstance(value, str):
+            try:
+                value = _yaml.load(value)
+            except yaml.YAMLError:
+                pass
+        node = data
+        parts = dotted.split(".")
+        for part in parts[:-1]:
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                raise ConfigError(f"{part!r} is not a section", key=dotted)
+            node = child
+        node[parts[-1]] = value
+    return data
+
+
+def load_scenario(path, overrides: dict[str, Any] | None = None) -> Scenario:
+    """Read and validate a scenario file.
+
+    Parameters
+    ----------
+    path : str or Path
+        The YAML file.
+    overrides : dict, optional
+        Dotted keys to set before validation (``--set`` on the command line).
+
+    Returns
+    -------
+    Scenario
+
+    Raises
+    ------
+    ConfigError
+        Missing file, invalid YAML, unknown key (with a did-you-mean), value of the wrong
+        type or out of range; the message names the file, line, key and value.
+    """
+    source = str(path)
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError("no such scenario file", source=source)
+    text = path.read_text()
+    try:
+        data = _yaml.load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{source}:{mark.line + 1}" if mark is not None else source
+        raise ConfigError(f"not valid YAML ({getattr(exc, 'problem', exc)})",
+                          source=where) from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"a scenario is a mapping, got {type(data).__name__}", source=source)
+    data = apply_overrides(data, overrides or {})
+    try:
+        return Scenario.model_validate(data)
+    except ValidationError as exc:
+        raise _error_from_validation(exc, source, _key_lines(text)) from None
