@@ -514,7 +514,7 @@ class Logistic(Problem):
             value = self._sparse_data_term(x, A, y, out)
         else:
             scratch = np.empty(self.dim if out is not None else 0)
-            value = _logistic_data_term(x, A, y, scratch, out is not None)
+            value = float(_logistic_data_term(x, A, y, scratch, out is not None))
             if out is not None:
                 out[:] = scratch
         return value + self._regularizer(x, out), out
