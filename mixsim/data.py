@@ -473,9 +473,11 @@ def partition(
         ``"iid"``: a random permutation cut into ``n_workers`` parts whose sizes differ by at
         most one. ``"label"`` (McMahan et al. 2017 shards): rows sorted by key (ties in random
         order), cut into ``n_workers * shards`` contiguous shards of near-equal size, and each
-        worker gets ``shards`` random shards; a worker thus sees at most ``2 * shards`` keys
-        (``shards`` when every key's row count is a multiple of the shard size). Keys may be
-        continuous (regression targets: each worker gets a few ranges of the target).
+        worker gets ``shards`` random shards. A shard is a contiguous range of keys: when
+        every key has at least as many rows as a shard (``len(y) / (n_workers * shards)``) it
+        touches at most two keys, so a worker sees at most ``2 * shards`` keys (a key with
+        fewer rows can add a third to a shard). Keys may be continuous (regression targets:
+        each worker gets a few ranges of the target).
         ``"dirichlet"`` (Hsu et al. 2019): for every key, shares ``q ~ Dirichlet(alpha, ...,
         alpha)`` over workers and the key's rows split in those proportions; small ``alpha``
         gives each worker few keys, large ``alpha`` approaches iid. Workers left empty then
