@@ -148,8 +148,7 @@ def _number(spec, key, default, minimum=0.0, *, strict=False, below=None):
     if not ok:
         low = f"> {minimum}" if strict else f">= {minimum}"
         high = f" and < {below}" if below is not None else ""
-        raise ConfigError(f"must be a number {low}{high}, got {spec.get(key)!r}",
-                          key=f"data.{key}")
+        raise ConfigError(f"must be a number {low}{high}, got {spec.get(key)!r}", key=f"data.{key}")
     return value
 
 
@@ -262,8 +261,7 @@ def _npz(spec, rng):
             key="data.x",
         )
     default_task = (
-        "classification" if np.issubdtype(y.dtype, np.integer) or y.dtype == bool
-        else "regression"
+        "classification" if np.issubdtype(y.dtype, np.integer) or y.dtype == bool else "regression"
     )
     return np.asarray(A, dtype=np.float64), y, _task(spec, default_task), None
 
@@ -272,25 +270,44 @@ _COMMON_KEYS = ("name", "test_fraction", "standardize", "dtype", "partition", "b
 
 # name -> (loader, extra keys, standardize by default, one-line description)
 _DATASETS = {
-    "digits": (_bundled("load_digits"), (), True,
-               "scikit-learn 8x8 handwritten digits: 1797 x 64, 10 classes"),
-    "breast-cancer": (_bundled("load_breast_cancer"), (), True,
-                      "scikit-learn Wisconsin breast cancer: 569 x 30, 2 classes"),
+    "digits": (
+        _bundled("load_digits"),
+        (),
+        True,
+        "scikit-learn 8x8 handwritten digits: 1797 x 64, 10 classes",
+    ),
+    "breast-cancer": (
+        _bundled("load_breast_cancer"),
+        (),
+        True,
+        "scikit-learn Wisconsin breast cancer: 569 x 30, 2 classes",
+    ),
     "iris": (_bundled("load_iris"), (), True, "scikit-learn iris: 150 x 4, 3 classes"),
     "wine": (_bundled("load_wine"), (), True, "scikit-learn wine: 178 x 13, 3 classes"),
     "synthetic-linear": (
-        _synthetic_linear, ("samples", "features", "noise", "heterogeneity", "groups"), False,
+        _synthetic_linear,
+        ("samples", "features", "noise", "heterogeneity", "groups"),
+        False,
         "Gaussian linear regression; heterogeneity shifts inputs and weights per group",
     ),
     "synthetic-classification": (
         _synthetic_classification,
-        ("samples", "features", "classes", "heterogeneity", "groups", "separation"), False,
+        ("samples", "features", "classes", "heterogeneity", "groups", "separation"),
+        False,
         "Gaussian class clusters; heterogeneity shifts the inputs per group",
     ),
-    "libsvm": (_libsvm, ("path", "n_features", "task"), False,
-               "a LibSVM/svmlight file (path), dense when small"),
-    "npz": (_npz, ("path", "x", "y", "task"), False,
-            "arrays x (default 'X') and y (default 'y') of a NumPy .npz file (path)"),
+    "libsvm": (
+        _libsvm,
+        ("path", "n_features", "task"),
+        False,
+        "a LibSVM/svmlight file (path), dense when small",
+    ),
+    "npz": (
+        _npz,
+        ("path", "x", "y", "task"),
+        False,
+        "arrays x (default 'X') and y (default 'y') of a NumPy .npz file (path)",
+    ),
 }
 
 
@@ -391,8 +408,7 @@ def load_dataset(spec: Mapping[str, Any] | str, *, seed: int | None) -> Dataset:
         raise ConfigError(f"must be true or false, got {standardize!r}", key="data.standardize")
     dtype = spec.get("dtype", "float64")
     if dtype not in ("float32", "float64"):
-        raise ConfigError(f"unknown dtype {dtype!r}; allowed: float32, float64",
-                          key="data.dtype")
+        raise ConfigError(f"unknown dtype {dtype!r}; allowed: float32, float64", key="data.dtype")
 
     generate_seed, split_seed = np.random.SeedSequence(seed).spawn(2)
     A, y, task, groups = loader(spec, np.random.default_rng(generate_seed))
@@ -444,8 +460,10 @@ def _split(y, task, test_fraction, split_seed):
             stratify=y if task == "classification" else None,
         )
     except ValueError as exc:
-        raise ConfigError(f"cannot split {y.shape[0]} rows with test_fraction={test_fraction}: "
-                          f"{exc}", key="data.test_fraction") from exc
+        raise ConfigError(
+            f"cannot split {y.shape[0]} rows with test_fraction={test_fraction}: {exc}",
+            key="data.test_fraction",
+        ) from exc
     return np.sort(train), np.sort(test)
 
 
@@ -514,10 +532,10 @@ def partition(
     if y.ndim != 1:
         raise ValueError(f"y must be one-dimensional, got shape {y.shape}")
     n_samples = y.shape[0]
-    if isinstance(n_workers, bool) or not isinstance(n_workers, int | np.integer) \
-            or n_workers < 1:
-        raise ConfigError(f"the number of workers must be an integer >= 1, got {n_workers!r}",
-                          key="workers")
+    if isinstance(n_workers, bool) or not isinstance(n_workers, int | np.integer) or n_workers < 1:
+        raise ConfigError(
+            f"the number of workers must be an integer >= 1, got {n_workers!r}", key="workers"
+        )
     if n_workers > n_samples:
         raise ConfigError(
             f"{n_workers} workers but only {n_samples} training rows; every worker needs at "
@@ -535,8 +553,9 @@ def partition(
         parts = np.array_split(rng.permutation(n_samples), n_workers)
     elif method == "label":
         if isinstance(shards, bool) or not isinstance(shards, int | np.integer) or shards < 1:
-            raise ConfigError(f"must be an integer >= 1, got {shards!r}",
-                              key="data.partition.shards")
+            raise ConfigError(
+                f"must be an integer >= 1, got {shards!r}", key="data.partition.shards"
+            )
         if n_workers * shards > n_samples:
             raise ConfigError(
                 f"{n_workers} workers x {shards} shards = {n_workers * shards} shards but only "
@@ -545,8 +564,11 @@ def partition(
             )
         parts = _label_shards(y, n_workers, int(shards), rng)
     else:
-        if isinstance(alpha, bool) or not isinstance(alpha, int | float | np.number) \
-                or not (np.isfinite(alpha) and alpha > 0):
+        if (
+            isinstance(alpha, bool)
+            or not isinstance(alpha, int | float | np.number)
+            or not (np.isfinite(alpha) and alpha > 0)
+        ):
             raise ConfigError(f"must be a number > 0, got {alpha!r}", key="data.partition.alpha")
         parts = _dirichlet(y, n_workers, float(alpha), rng)
     return [np.sort(np.asarray(part, dtype=np.int64)) for part in parts]
@@ -574,7 +596,7 @@ def _dirichlet(y, n_workers, alpha, rng):
         if merged[worker].size == 0:
             donor = int(np.argmax([part.size for part in merged]))
             take = int(rng.integers(merged[donor].size))
-            merged[worker] = merged[donor][take: take + 1]
+            merged[worker] = merged[donor][take : take + 1]
             merged[donor] = np.delete(merged[donor], take)
     return merged
 

@@ -228,8 +228,14 @@ class Problem:
     name = ""
     task = "classification"
 
-    def __init__(self, data_dim: int, n_classes: int | None, dim: int,
-                 layers: list[tuple[int, int]], reg: float):
+    def __init__(
+        self,
+        data_dim: int,
+        n_classes: int | None,
+        dim: int,
+        layers: list[tuple[int, int]],
+        reg: float,
+    ):
         self.data_dim = int(data_dim)
         self.n_classes = n_classes
         self.dim = int(dim)
@@ -237,8 +243,10 @@ class Problem:
         self.reg = float(reg)
 
     def __repr__(self) -> str:
-        return (f"{type(self).__name__}(data_dim={self.data_dim}, n_classes={self.n_classes}, "
-                f"dim={self.dim})")
+        return (
+            f"{type(self).__name__}(data_dim={self.data_dim}, n_classes={self.n_classes}, "
+            f"dim={self.dim})"
+        )
 
     @property
     def offsets(self) -> list[int]:
@@ -332,8 +340,9 @@ class Problem:
         """
         return self.loss_and_grad(x, A, y, out=out)[1]
 
-    def loss_and_grad(self, x: np.ndarray, A, y: np.ndarray,
-                      out: np.ndarray | None = None) -> tuple[float, np.ndarray]:
+    def loss_and_grad(
+        self, x: np.ndarray, A, y: np.ndarray, out: np.ndarray | None = None
+    ) -> tuple[float, np.ndarray]:
         """:meth:`loss` and :meth:`grad` in one pass.
 
         Returns
@@ -625,7 +634,7 @@ class Softmax(Problem):
         p, c = self.data_dim, self.n_classes
         logits = np.asarray(A @ x[: p * c].reshape(p, c))
         if self.bias:
-            logits = logits + x[p * c:]
+            logits = logits + x[p * c :]
         return logits
 
     def _evaluate(self, x, A, y, out):
@@ -638,7 +647,7 @@ class Softmax(Problem):
         residual /= m
         _matmul_into(A.T, residual, out[: p * c].reshape(p, c))
         if self.bias:
-            residual.sum(axis=0, out=out[p * c:])
+            residual.sum(axis=0, out=out[p * c :])
         if self.reg:
             out += self.reg * x
         return value, out
@@ -697,8 +706,9 @@ class MLP(Problem):
 
     name = "mlp"
 
-    def __init__(self, data_dim: int, n_classes: int, *, hidden: Sequence[int] = (128, 64),
-                 reg: float = 0.0):
+    def __init__(
+        self, data_dim: int, n_classes: int, *, hidden: Sequence[int] = (128, 64), reg: float = 0.0
+    ):
         self.hidden = tuple(int(h) for h in hidden)
         widths = (int(data_dim), *self.hidden, int(n_classes))
         self.shapes = list(zip(widths[:-1], widths[1:], strict=True))
@@ -723,7 +733,7 @@ class MLP(Problem):
         """``(W, b)`` views into ``x`` for every layer."""
         views = []
         for index, (fan_in, fan_out) in enumerate(self.shapes):
-            (w_start, w_stop), (b_start, b_stop) = self.layers[2 * index: 2 * index + 2]
+            (w_start, w_stop), (b_start, b_stop) = self.layers[2 * index : 2 * index + 2]
             views.append((x[w_start:w_stop].reshape(fan_in, fan_out), x[b_start:b_stop]))
         return views
 
@@ -825,15 +835,16 @@ def _positive_int(value, key: str, minimum: int = 1) -> int:
 
 
 def _nonnegative_float(value, key: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float | np.number) or not (
-        np.isfinite(value) and value >= 0
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float | np.number)
+        or not (np.isfinite(value) and value >= 0)
     ):
         raise ConfigError(f"must be a finite number >= 0, got {value!r}", key=key)
     return float(value)
 
 
-def make_problem(name: str, data_dim: int, n_classes: int | None = None,
-                 **params: Any) -> Problem:
+def make_problem(name: str, data_dim: int, n_classes: int | None = None, **params: Any) -> Problem:
     """Build a problem by its registry name (the names scenario files use).
 
     Parameters
@@ -877,13 +888,17 @@ def make_problem(name: str, data_dim: int, n_classes: int | None = None,
         )
     cls = _PROBLEMS[name][0]
     data_dim = _positive_int(data_dim, "problem.data_dim")
-    accepted = [key for key in inspect.signature(cls.__init__).parameters
-                if key not in ("self", "data_dim", "n_classes")]
+    accepted = [
+        key
+        for key in inspect.signature(cls.__init__).parameters
+        if key not in ("self", "data_dim", "n_classes")
+    ]
     public = {_PARAMETER_ALIASES.get(key, key): key for key in params}
     for internal, key in public.items():
         if internal not in accepted:
-            shown = [next((k for k, v in _PARAMETER_ALIASES.items() if v == a), a)
-                     for a in accepted]
+            shown = [
+                next((k for k, v in _PARAMETER_ALIASES.items() if v == a), a) for a in accepted
+            ]
             close = difflib.get_close_matches(key, shown, n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
             raise ConfigError(
@@ -900,9 +915,13 @@ def make_problem(name: str, data_dim: int, n_classes: int | None = None,
         hidden = kwargs["hidden"]
         if isinstance(hidden, int | np.integer):
             hidden = [hidden]
-        if (not isinstance(hidden, Sequence) or len(hidden) == 0
-                or any(isinstance(h, bool) or not isinstance(h, int | np.integer) or h < 1
-                       for h in hidden)):
+        if (
+            not isinstance(hidden, Sequence)
+            or len(hidden) == 0
+            or any(
+                isinstance(h, bool) or not isinstance(h, int | np.integer) or h < 1 for h in hidden
+            )
+        ):
             raise ConfigError(
                 f"must be a non-empty list of positive integers, got {kwargs['hidden']!r}",
                 key="problem.hidden",

@@ -61,9 +61,17 @@ def test_split_is_deterministic_under_the_seed():
 
 
 def test_common_options():
-    data = load_dataset({"name": "iris", "test_fraction": 0.5, "dtype": "float32",
-                         "standardize": False, "partition": {"method": "iid"}, "batch": 8},
-                        seed=0)
+    data = load_dataset(
+        {
+            "name": "iris",
+            "test_fraction": 0.5,
+            "dtype": "float32",
+            "standardize": False,
+            "partition": {"method": "iid"},
+            "batch": 8,
+        },
+        seed=0,
+    )
     assert data.A_train.dtype == np.float32 and data.n_train == 75 and data.n_test == 75
     assert data.A_train.min() >= 0  # raw iris measurements are positive
     everything = load_dataset({"name": "iris", "test_fraction": 0}, seed=0)
@@ -87,9 +95,17 @@ def test_synthetic_linear():
 
 def test_synthetic_heterogeneity_shifts_the_groups():
     def group_mean_spread(heterogeneity):
-        data = load_dataset({"name": "synthetic-classification", "samples": 2000, "features": 4,
-                             "classes": 3, "heterogeneity": heterogeneity, "groups": 5},
-                            seed=0)
+        data = load_dataset(
+            {
+                "name": "synthetic-classification",
+                "samples": 2000,
+                "features": 4,
+                "classes": 3,
+                "heterogeneity": heterogeneity,
+                "groups": 5,
+            },
+            seed=0,
+        )
         groups = data.partition_labels()
         assert groups is data.groups_train and set(groups) == set(range(5))
         means = np.array([data.A_train[groups == g].mean(axis=0) for g in range(5)])
@@ -100,8 +116,16 @@ def test_synthetic_heterogeneity_shifts_the_groups():
 
 
 def test_synthetic_classification_heterogeneous_workers_by_group():
-    data = load_dataset({"name": "synthetic-classification", "samples": 1000, "classes": 4,
-                         "heterogeneity": 2.0, "groups": 8}, seed=0)
+    data = load_dataset(
+        {
+            "name": "synthetic-classification",
+            "samples": 1000,
+            "classes": 4,
+            "heterogeneity": 2.0,
+            "groups": 8,
+        },
+        seed=0,
+    )
     assert data.n_classes == 4 and data.y_train.dtype == np.int64
     parts = partition_from_spec(data, {"method": "label", "shards": 1}, 8, seed=0)
     _assert_cover(parts, data.n_train)
@@ -109,8 +133,7 @@ def test_synthetic_classification_heterogeneous_workers_by_group():
     groups_seen = _labels_per_worker(data.groups_train, parts)
     assert max(groups_seen) <= 3 and np.mean(groups_seen) <= 2.5
     # Shards of ~100 rows, classes of ~200: each shard touches at most two classes.
-    by_label = partition_from_spec(data, {"method": "label", "shards": 1, "by": "label"}, 8,
-                                   seed=0)
+    by_label = partition_from_spec(data, {"method": "label", "shards": 1, "by": "label"}, 8, seed=0)
     assert max(_labels_per_worker(data.y_train, by_label)) <= 2
 
 
@@ -139,13 +162,16 @@ def test_npz_round_trip(tmp_path):
     labels = rng.integers(2, size=40) * 5 + 3  # values 3 and 8
     path = tmp_path / "arrays.npz"
     np.savez(path, features=A, labels=labels, target=A[:, 0] * 2.0)
-    data = load_dataset({"name": "npz", "path": str(path), "x": "features", "y": "labels",
-                         "test_fraction": 0}, seed=0)
+    data = load_dataset(
+        {"name": "npz", "path": str(path), "x": "features", "y": "labels", "test_fraction": 0},
+        seed=0,
+    )
     np.testing.assert_array_equal(data.A_train, A)
     np.testing.assert_array_equal(data.y_train, (labels == 8).astype(np.int64))
     assert data.task == "classification" and data.n_classes == 2
-    regression = load_dataset({"name": "npz", "path": str(path), "x": "features",
-                               "y": "target"}, seed=0)
+    regression = load_dataset(
+        {"name": "npz", "path": str(path), "x": "features", "y": "target"}, seed=0
+    )
     assert regression.task == "regression" and regression.n_classes is None
     with pytest.raises(ConfigError, match="'X' not in .*features, labels, target") as info:
         load_dataset({"name": "npz", "path": str(path)}, seed=0)
@@ -171,16 +197,26 @@ def test_load_dataset_errors():
         load_dataset({"name": "synthetic-classification", "samples": -3}, seed=0)
     assert info.value.key == "data.samples"
     with pytest.raises(ConfigError) as info:
-        load_dataset({"name": "synthetic-classification", "samples": 4, "classes": 3,
-                      "test_fraction": 0.25}, seed=0)
+        load_dataset(
+            {"name": "synthetic-classification", "samples": 4, "classes": 3, "test_fraction": 0.25},
+            seed=0,
+        )
     assert info.value.key == "data.test_fraction"
 
 
 def test_list_datasets():
     rows = list_datasets()
     names = [name for name, _ in rows]
-    assert {"digits", "breast-cancer", "iris", "wine", "synthetic-linear",
-            "synthetic-classification", "libsvm", "npz"} == set(names)
+    assert {
+        "digits",
+        "breast-cancer",
+        "iris",
+        "wine",
+        "synthetic-linear",
+        "synthetic-classification",
+        "libsvm",
+        "npz",
+    } == set(names)
     assert all(description for _, description in rows)
 
 
@@ -213,8 +249,12 @@ def test_label_partition_gives_few_labels_per_worker():
 def _skew(y, parts):
     """Mean total-variation distance between each worker's label mix and the global mix."""
     global_mix = np.bincount(y) / y.size
-    return np.mean([0.5 * np.abs(np.bincount(y[p], minlength=global_mix.size) / p.size
-                                 - global_mix).sum() for p in parts])
+    return np.mean(
+        [
+            0.5 * np.abs(np.bincount(y[p], minlength=global_mix.size) / p.size - global_mix).sum()
+            for p in parts
+        ]
+    )
 
 
 def test_dirichlet_small_alpha_is_more_skewed():

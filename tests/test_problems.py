@@ -199,8 +199,10 @@ def test_logistic_huge_margins_are_finite():
 
 def _fd_hessian_top_eigenvalue(problem, x, A, y):
     hessian = np.column_stack(
-        [_central_differences(lambda v, j=j: problem.grad(v, A, y)[j], x, h=1e-5)
-         for j in range(problem.dim)]
+        [
+            _central_differences(lambda v, j=j: problem.grad(v, A, y)[j], x, h=1e-5)
+            for j in range(problem.dim)
+        ]
     )
     return np.linalg.eigvalsh((hessian + hessian.T) / 2)[-1]
 
@@ -243,9 +245,7 @@ def test_gradient_variance_matches_enumeration(name, n_classes, params):
         np.sum((problem.grad(x, A[list(rows)], y[list(rows)]) - full) ** 2)
         for rows in itertools.combinations(range(m), batch)
     ]
-    assert problem.gradient_variance(x, A, y, batch) == pytest.approx(
-        np.mean(deviations), rel=1e-9
-    )
+    assert problem.gradient_variance(x, A, y, batch) == pytest.approx(np.mean(deviations), rel=1e-9)
     assert problem.gradient_variance(x, A, y, None) == 0.0
     assert problem.gradient_variance(x, A, y, m) == 0.0
 
