@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from mixsim import optim
 from mixsim.engine import Simulation
@@ -136,10 +137,9 @@ class _Learner:
         with _section(source, "data"):
             self.dataset = data_module.load_dataset(spec, seed=data_seed)
         ds = self.dataset
-        part = scenario.data.partition
         with _section(source, "data.partition"):
-            self.shards = data_module.partition(ds.y_train, self.n, part.method,
-                                                alpha=part.alpha, seed=data_seed)
+            self.shards = data_module.partition_from_spec(
+                ds, scenario.data.partition.model_dump(), self.n, seed=data_seed)
         with _section(source, "problem"):
             self.problem = problems.make_problem(
                 scenario.problem.name, ds.A_train.shape[1], ds.n_classes,
@@ -394,9 +394,7 @@ def run(scenario, *, out=None, overrides: dict | None = None, seed: int | None =
         A non-finite value appeared; the outputs up to that point are written first and the
         summary says ``"complete": false``.
     """
-    from tqdm.auto import tqdm
 
-    from mixsim import report
 
     source = None
     if not isinstance(scenario, Scenario):
@@ -411,6 +409,17 @@ def run(scenario, *, out=None, overrides: dict | None = None, seed: int | None =
     out_dir = Path(out) if out is not None else (
         Path(scenario.outputs.dir) if scenario.outputs.dir else None)
     started = time.perf_counter()
+    # The simulated workers run one after another on small matrices: one BLAS thread is
+    # faster than several fighting over the cores (and than oversubscribing Dask workers).
+    with threadpool_limits(limits=1):
+        return _run(scenario, source, out_dir, started, progress)
+
+
+def _run(scenario, source, out_dir, started, progress) -> RunResult:
+    from tqdm.auto import tqdm
+
+    from mixsim import report
+
     learner = _Learner(scenario, source)
     result = RunResult(scenario, out_dir=out_dir)
     total = learner.total_steps()

@@ -58,6 +58,8 @@ class ProblemSection(_Strict):
 class PartitionSection(_Strict):
     method: Literal["iid", "label", "dirichlet"] = "iid"
     alpha: float = Field(0.5, gt=0)
+    shards: int = Field(2, ge=1)
+    by: Literal["auto", "label", "group"] = "auto"
 
 
 class DataSection(BaseModel):
