@@ -4,11 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
 __all__ = ["plot_mixing_times"]
 
 
@@ -27,6 +22,11 @@ def plot_mixing_times(results: dict, path, *, title: str | None = None) -> Path:
     -------
     Path
     """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
     path = Path(path)
     fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=120)
     for name, rows in results.items():
