@@ -133,6 +133,7 @@ class _Learner:
         data_seed, problem_seed, worker_seed, engine_seed = (
             int(s.generate_state(1)[0]) for s in streams)
         self.n = scenario.workers
+        self._worker_seed = worker_seed
         spec = scenario.data.model_dump(exclude={"partition", "batch"})
         with _section(source, "data"):
             self.dataset = data_module.load_dataset(spec, seed=data_seed)
