@@ -417,7 +417,7 @@ def run(scenario, *, out=None, overrides: dict | None = None, seed: int | None =
 
 
 def _run(scenario, source, out_dir, started, progress) -> RunResult:
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     from mixsim import report
 

@@ -395,7 +395,7 @@ class _RunOne:
 
 
 def _monte_carlo(protocol, n, runs, seed, timing, starts, d, method, progress, map_runs):
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     starts = starts or _default_starts(n)
     run_one = _RunOne(protocol, n, timing, starts, d)

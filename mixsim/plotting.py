@@ -1,4 +1,4 @@
-"""Plots of mixing times (PNG through matplotlib's Agg backend)."""
+"""Plots of mixing times (PNG files written with matplotlib)."""
 
 from __future__ import annotations
 
@@ -22,13 +22,12 @@ def plot_mixing_times(results: dict, path, *, title: str | None = None) -> Path:
     -------
     Path
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    # A Figure without pyplot: no global backend switch, nothing left open.
+    from matplotlib.figure import Figure
 
     path = Path(path)
-    fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=120)
+    fig = Figure(figsize=(6.4, 4.4), dpi=120)
+    ax = fig.subplots()
     for name, rows in results.items():
         workers = [r.workers for r in rows]
         t_mix = [r.t_mix for r in rows]
@@ -50,6 +49,5 @@ def plot_mixing_times(results: dict, path, *, title: str | None = None) -> Path:
     fig.tight_layout()
     tmp = path.with_name(f".{path.name}.tmp.png")
     fig.savefig(tmp)
-    plt.close(fig)
     tmp.replace(path)
     return path

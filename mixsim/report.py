@@ -161,14 +161,13 @@ class Writer:
 
 def plot_run(result, path: Path) -> Path:
     """Loss against steps, bits and simulated time; stationary distance against steps."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    # A Figure without pyplot: no global backend switch, nothing left open.
+    from matplotlib.figure import Figure
 
     table = result.table
     bound = result.summary.get("theorem1")
-    fig, axes = plt.subplots(3 if bound else 2, 2, figsize=(10, 10 if bound else 7), dpi=110)
+    fig = Figure(figsize=(10, 10 if bound else 7), dpi=110)
+    axes = fig.subplots(3 if bound else 2, 2)
     bits = table["bits_up"] + table["bits_down"]
     panels = [
         (axes[0, 0], table["step"], table["loss"], "steps", "training loss"),
@@ -205,6 +204,5 @@ def plot_run(result, path: Path) -> Path:
     fig.tight_layout()
     tmp = path.with_name(f".{path.name}.tmp.png")
     fig.savefig(tmp)
-    plt.close(fig)
     os.replace(tmp, path)
     return path
