@@ -217,6 +217,19 @@ class _Measure:
 
     def t_mix(self, guess: int) -> tuple[int, object]:
         steps = self.starts + max(guess, 1)
+        if self.basis.shape[1] > 0:
+            # Pilot: size the run on the first window start alone (cheap), so the pass over
+            # every start is not repeated for each doubling of the run.
+            first = np.zeros(1, dtype=np.int64)
+            while True:
+                self.sim.run(steps)
+                compiled = self.sim.trace.compile(self.d)
+                pilot = min(self._lengths(compiled, c, first)[0] for c in range(self.d))
+                if pilot > 0 or steps >= MAX_STEPS:
+                    break
+                steps = min(2 * steps, MAX_STEPS)
+            if pilot > 0:
+                steps = max(steps, self.starts + pilot + pilot // 4)
         # First-passage lengths per coordinate and start; -1 until a window halves. A
         # start that halved keeps its value when the run is extended.
         lengths = np.full((self.d, self.starts), -1, dtype=np.int64)
