@@ -1,6 +1,5 @@
 """The notebooks run top to bottom (at a reduced size) through the public API."""
 
-import os
 from pathlib import Path
 
 import nbformat
