@@ -20,7 +20,7 @@ import simpy
 
 from mixsim.blocks import BLOCKS, BlockContext
 from mixsim.errors import DivergenceError, ProtocolError
-from mixsim.operators import _apply_rows
+from mixsim.operators import _apply_rows, _apply_sequence
 from mixsim.protocol import Protocol, RuleSpec, load_protocol
 from mixsim.state import SlotLayout
 from mixsim.timing import Timing
@@ -157,6 +157,14 @@ class Simulation:
                          and self._links.bandwidth == float("inf"))
         self._pending: dict[int, list] = defaultdict(list)
         self._op_cache: dict[int, tuple] = {}
+        # Without a compute callback nothing reads the state during a run: events are
+        # recorded as they happen and applied, in the same order, in one kernel call when
+        # run() returns (or before the first sparsified event, which applies at once).
+        self._deferred = compute is None and self._eta is None
+        self._applied = 0
+        trace = self.trace
+        self._record_step, self._record_time = trace.ev_step.append, trace.ev_time.append
+        self._record_kind, self._record_op = trace.ev_kind.append, trace.ev_op.append
 
         self.env = simpy.Environment()
         self.step = 0
@@ -279,7 +287,20 @@ class Simulation:
             resume, self._resume = self._resume, self.env.event()
             resume.succeed()
         self.env.run(until=self._done)
+        self._flush()
         return self
+
+    def _flush(self) -> None:
+        """Apply the recorded events not yet applied to the state."""
+        ev_op = self.trace.ev_op
+        if not self._deferred or self._applied == len(ev_op):
+            return
+        pending = np.array(ev_op[self._applied:], dtype=np.int64)
+        arrays = self.trace.op_arrays()
+        max_rows = int(np.diff(arrays[0]).max()) if arrays[0].size > 1 else 1
+        buf = np.empty((max_rows, self.d), dtype=self.X.dtype)
+        _apply_sequence(self.X, pending, *arrays, buf)
+        self._applied = len(ev_op)
 
     def _apply(self, op, kind: str, nodes) -> None:
         if self._eta is None:
@@ -289,13 +310,12 @@ class Simulation:
                 buf = np.empty((op.rows.shape[0], self.d), dtype=self.X.dtype)
                 entry = self._op_cache[id(op)] = (
                     self.trace.register(op), (op.rows, op.row_ptr, op.cols, op.vals, buf))
-            index, args = entry
-            _apply_rows(self.X, *args)
-            trace = self.trace
-            trace.ev_step.append(self.step - 1)
-            trace.ev_time.append(self.env.now)
-            trace.ev_kind.append(kind)
-            trace.ev_op.append(index)
+            if not self._deferred:
+                _apply_rows(self.X, *entry[1])
+            self._record_step(self.step - 1)
+            self._record_time(self.env.now)
+            self._record_kind(kind)
+            self._record_op(entry[0])
             return
         coords = np.flatnonzero(self._rng_sparse.random(self.d) < self._eta)
         if coords.size == 0:
@@ -367,9 +387,10 @@ class Simulation:
                     self._send_later(rule, worker)
                     continue
                 events = make_events(worker, self.round)
-                delay = self._delay(events)
-                if delay > 0:
-                    yield env.timeout(delay)
+                if not self._instant:
+                    delay = self._delay(events)
+                    if delay > 0:
+                        yield env.timeout(delay)
                 for op, nodes in events:
                     self._apply(op, rule.kind, nodes)
             if sync:

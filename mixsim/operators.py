@@ -55,6 +55,33 @@ def _apply_rows_coords(X, rows, row_ptr, cols, vals, coords, buf):
             X[r, coords[q]] = buf[a, q]
 
 
+@njit
+def _apply_sequence(X, ev_op, op_rows_ptr, op_rows, op_row_ptr_ptr, op_row_ptr, op_cols,
+                    op_vals, buf):
+    """Apply the operators ``ev_op[0], ev_op[1], ...`` (flat arrays, see
+    :meth:`mixsim.trace.Trace.op_arrays`) to ``X`` in order; negative entries are skipped."""
+    d = X.shape[1]
+    for e in range(ev_op.shape[0]):
+        k = ev_op[e]
+        if k < 0:
+            continue
+        first = op_rows_ptr[k]
+        n_rows = op_rows_ptr[k + 1] - first
+        g0 = op_row_ptr_ptr[k]
+        for a in range(n_rows):
+            for c in range(d):
+                buf[a, c] = 0.0
+            for p in range(op_row_ptr[g0 + a], op_row_ptr[g0 + a + 1]):
+                j = op_cols[p]
+                w = op_vals[p]
+                for c in range(d):
+                    buf[a, c] += w * X[j, c]
+        for a in range(n_rows):
+            row = op_rows[first + a]
+            for c in range(d):
+                X[row, c] = buf[a, c]
+
+
 class Operator:
     """A linear operator on slots that rewrites a few rows of the state.
 

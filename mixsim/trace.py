@@ -228,15 +228,17 @@ class Trace:
                 product = self.ops[op_index].to_sparse() @ product
         return product.tocsr()
 
-    def compile(self, d: int = 1) -> _Compiled:
-        """Flatten the trace into arrays for the numba kernels.
+    def op_arrays(self) -> tuple[np.ndarray, ...]:
+        """The trace's distinct operators as flat arrays (cached until a new one appears).
 
-        Parameters
-        ----------
-        d : int
-            Number of coordinates to describe masks for (events restricted to coordinates
-            ``>= d`` are dropped for those coordinates).
+        Returns ``(op_rows_ptr, op_rows, op_row_ptr_ptr, op_row_ptr, op_cols, op_vals)``:
+        operator ``k`` writes rows ``op_rows[op_rows_ptr[k]:op_rows_ptr[k + 1]]``; its row
+        ``a`` has the entries ``op_row_ptr[g]:op_row_ptr[g + 1]`` of ``op_cols`` and
+        ``op_vals`` with ``g = op_row_ptr_ptr[k] + a``.
         """
+        cached = getattr(self, "_op_arrays", None)
+        if cached is not None and cached[0] == len(self.ops):
+            return cached[1]
         op_rows_ptr, op_row_ptr_ptr = [0], [0]
         rows, row_ptrs, cols, vals = [], [], [], []
         nnz = 0
@@ -249,6 +251,28 @@ class Trace:
             nnz += op.cols.size
             op_row_ptr_ptr.append(op_row_ptr_ptr[-1] + op.rows.size)
         row_ptrs.append(np.array([nnz]))
+        empty = np.zeros(0, dtype=np.int64)
+        arrays = (
+            np.array(op_rows_ptr, dtype=np.int64),
+            np.concatenate(rows).astype(np.int64) if rows else empty,
+            np.array(op_row_ptr_ptr, dtype=np.int64),
+            np.concatenate(row_ptrs).astype(np.int64),
+            np.concatenate(cols).astype(np.int64) if cols else empty,
+            np.concatenate(vals).astype(np.float64) if vals else np.zeros(0),
+        )
+        self._op_arrays = (len(self.ops), arrays)
+        return arrays
+
+    def compile(self, d: int = 1) -> _Compiled:
+        """Flatten the trace into arrays for the numba kernels.
+
+        Parameters
+        ----------
+        d : int
+            Number of coordinates to describe masks for (events restricted to coordinates
+            ``>= d`` are dropped for those coordinates).
+        """
+        op_rows_ptr, op_rows, op_row_ptr_ptr, op_row_ptr, op_cols, op_vals = self.op_arrays()
         comm = [i for i, o in enumerate(self.ev_op) if o >= 0 and self.ev_step[i] >= 0]
         ev_op = np.array([self.ev_op[i] for i in comm], dtype=np.int64)
         ev_step = np.array([self.ev_step[i] for i in comm], dtype=np.int64)
@@ -259,14 +283,13 @@ class Trace:
             if coords is not None:
                 ev_mask[k] = False
                 ev_mask[k, coords[coords < d]] = True
-        empty = np.zeros(0, dtype=np.int64)
         return _Compiled(
-            op_rows_ptr=np.array(op_rows_ptr, dtype=np.int64),
-            op_rows=np.concatenate(rows) if rows else empty,
-            op_row_ptr_ptr=np.array(op_row_ptr_ptr, dtype=np.int64),
-            op_row_ptr=np.concatenate(row_ptrs).astype(np.int64),
-            op_cols=np.concatenate(cols).astype(np.int64) if cols else empty,
-            op_vals=np.concatenate(vals).astype(np.float64) if vals else np.zeros(0),
+            op_rows_ptr=op_rows_ptr,
+            op_rows=op_rows,
+            op_row_ptr_ptr=op_row_ptr_ptr,
+            op_row_ptr=op_row_ptr,
+            op_cols=op_cols,
+            op_vals=op_vals,
             ev_op=ev_op,
             step_ptr=step_ptr.astype(np.int64),
             ev_mask=ev_mask,

@@ -112,3 +112,13 @@ def test_divergence_names_the_step():
 def test_workers_must_be_positive():
     with pytest.raises(ProtocolError, match="workers"):
         Simulation("allreduce", 0)
+
+
+@pytest.mark.parametrize("name", ["async-ring", "sync-ring", "async-ps", "hogwild"])
+def test_runs_without_computation_apply_every_event(name):
+    # No compute callback: events are applied together when run() returns; the state must
+    # be what applying them one by one gives, at every resumption.
+    sim = Simulation(name, 6, d=3, seed=2)
+    for steps in (7, 30, 31, 90):
+        sim.run(steps)
+        np.testing.assert_allclose(sim.X, sim.trace.replay(), rtol=0, atol=1e-12)

@@ -65,3 +65,30 @@ def test_from_matrix_keeps_only_changed_rows_and_norm():
     assert op.rows.tolist() == [1]
     np.testing.assert_allclose(op.to_dense(), M)
     assert op.norm() == pytest.approx(np.linalg.norm(M, 2))
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(1, 6), st.integers(1, 4), st.integers(0, 12), st.integers(0, 2**31 - 1))
+def test_apply_sequence_matches_dense_products(size, d, length, seed):
+    from mixsim.operators import _apply_sequence
+    from mixsim.state import SlotLayout
+    from mixsim.trace import Consensus, Trace
+
+    rng = np.random.default_rng(seed)
+    ops = [_random_operator(rng, size)[0] for _ in range(3)]
+    trace = Trace(SlotLayout({"workers": size}), Consensus(SlotLayout({"workers": size})))
+    sequence = [int(k) for k in rng.integers(-1, 3, size=length)]
+    for k in sequence:
+        if k >= 0:
+            trace.register(ops[k])
+    X = rng.standard_normal((size, d))
+    expected = X.copy()
+    for k in sequence:
+        if k >= 0:
+            expected = ops[k].to_dense() @ expected
+    index = {id(op): i for i, op in enumerate(trace.ops)}
+    ev_op = np.array([index[id(ops[k])] if k >= 0 else -1 for k in sequence], dtype=np.int64)
+    buf = np.empty((size, d))
+    Y = X.copy()
+    _apply_sequence(Y, ev_op, *trace.op_arrays(), buf)
+    np.testing.assert_allclose(Y, expected, atol=1e-10)
