@@ -98,13 +98,13 @@ class Gossip(_Block):
     kind = "gossip"
 
     def __init__(self, context, group="workers", graph="cycle_graph", graph_args=None,
-                 weights="metropolis"):
+                 weights="metropolis", seed=0):
         super().__init__(context)
         from mixsim import topology
 
         self.group = context.group(group)
         k = self.layout.count(self.group)
-        self.graph = _make_graph(context, graph, k, graph_args)
+        self.graph = _make_graph(context, graph, k, graph_args, seed)
         try:
             W = topology.gossip_matrix(self.graph, weights=weights)
         except ConfigError as exc:  # the topology module names the allowed values
@@ -156,11 +156,11 @@ class Pairwise(_Block):
 
     kind = "pairwise"
 
-    def __init__(self, context, group="workers", graph="cycle_graph", graph_args=None):
+    def __init__(self, context, group="workers", graph="cycle_graph", graph_args=None, seed=0):
         super().__init__(context)
         self.group = context.group(group)
         k = self.layout.count(self.group)
-        graph = _make_graph(context, graph, k, graph_args)
+        graph = _make_graph(context, graph, k, graph_args, seed)
         self.graph = graph
         self.neighbours = [np.array(sorted(graph.neighbors(i)), dtype=np.int64) for i in range(k)]
         self._events: dict[tuple[int, int], list] = {}
@@ -318,13 +318,15 @@ BLOCKS = {
 }
 
 
-def _make_graph(context: BlockContext, graph, k: int, graph_args):
+def _make_graph(context: BlockContext, graph, k: int, graph_args, seed: int):
+    """The block's graph. A random graph is part of the protocol: it comes from the
+    block's ``seed`` argument, not from the run's seed, so every run and every method
+    (trace, Monte Carlo, spectral) sees the same graph."""
     from mixsim import topology
 
     try:
         if graph == "exponential":
             return topology.exponential_graph(k)
-        seed = int(context.rng.integers(2**31))
         return topology.make_graph(graph, k, args=graph_args or {}, seed=seed)
     except ConfigError as exc:
         raise context.error(exc.message, "args.graph") from None

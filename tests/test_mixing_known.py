@@ -144,3 +144,14 @@ def test_montecarlo_interval_contains_mean_and_is_reproducible():
 def test_auto_uses_trace_for_deterministic_protocols():
     result = mixing_time("sync-ring", 8, runs=50)[0]
     assert result.method == "trace" and result.ci95 is None and result.t_mix == 32
+
+
+def test_a_random_graph_is_the_same_for_every_method_and_run():
+    protocol = load_protocol("gossip", {"graph": "random_regular_graph",
+                                        "graph_args": {"d": 3}, "graph_seed": 5})
+    spectral = mixing_time(protocol, 32, method="spectral")[0].t_mix
+    assert mixing_time(protocol, 32, method="trace", seed=1)[0].t_mix == spectral
+    assert mixing_time(protocol, 32, method="trace", seed=2)[0].t_mix == spectral
+    other = load_protocol("gossip", {"graph": "random_regular_graph",
+                                     "graph_args": {"d": 3}, "graph_seed": 6})
+    assert mixing_time(other, 32, method="spectral")[0].t_mix > 0
