@@ -35,6 +35,7 @@ import numpy as np
 from mixsim._numba import njit
 from mixsim.engine import Simulation, build_layout
 from mixsim.errors import ProtocolError
+from mixsim.operators import _apply_op
 from mixsim.protocol import Protocol, load_protocol
 from mixsim.timing import Timing
 
@@ -53,26 +54,10 @@ MAX_STEPS = 2_000_000
 def _apply_step(Y, step, coord, step_ptr, ev_op, ev_mask, op_rows_ptr, op_rows,
                 op_row_ptr_ptr, op_row_ptr, op_cols, op_vals, buf):
     """Left-multiply ``Y`` by the step operator ``M_step`` (for coordinate ``coord``)."""
-    r = Y.shape[1]
     for e in range(step_ptr[step], step_ptr[step + 1]):
-        if not ev_mask[e, coord]:
-            continue
-        k = ev_op[e]
-        first = op_rows_ptr[k]
-        n_rows = op_rows_ptr[k + 1] - first
-        g0 = op_row_ptr_ptr[k]
-        for a in range(n_rows):
-            for c in range(r):
-                buf[a, c] = 0.0
-            for p in range(op_row_ptr[g0 + a], op_row_ptr[g0 + a + 1]):
-                j = op_cols[p]
-                w = op_vals[p]
-                for c in range(r):
-                    buf[a, c] += w * Y[j, c]
-        for a in range(n_rows):
-            row = op_rows[first + a]
-            for c in range(r):
-                Y[row, c] = buf[a, c]
+        if ev_mask[e, coord]:
+            _apply_op(Y, ev_op[e], op_rows_ptr, op_rows, op_row_ptr_ptr, op_row_ptr, op_cols,
+                      op_vals, buf)
 
 
 @njit

@@ -56,30 +56,36 @@ def _apply_rows_coords(X, rows, row_ptr, cols, vals, coords, buf):
 
 
 @njit
+def _apply_op(X, k, op_rows_ptr, op_rows, op_row_ptr_ptr, op_row_ptr, op_cols, op_vals, buf):
+    """Apply operator ``k`` of the flat operator arrays (see
+    :meth:`mixsim.trace.Trace.op_arrays`) to ``X`` in place."""
+    d = X.shape[1]
+    first = op_rows_ptr[k]
+    n_rows = op_rows_ptr[k + 1] - first
+    g0 = op_row_ptr_ptr[k]
+    for a in range(n_rows):
+        for c in range(d):
+            buf[a, c] = 0.0
+        for p in range(op_row_ptr[g0 + a], op_row_ptr[g0 + a + 1]):
+            j = op_cols[p]
+            w = op_vals[p]
+            for c in range(d):
+                buf[a, c] += w * X[j, c]
+    for a in range(n_rows):
+        row = op_rows[first + a]
+        for c in range(d):
+            X[row, c] = buf[a, c]
+
+
+@njit
 def _apply_sequence(X, ev_op, op_rows_ptr, op_rows, op_row_ptr_ptr, op_row_ptr, op_cols,
                     op_vals, buf):
-    """Apply the operators ``ev_op[0], ev_op[1], ...`` (flat arrays, see
-    :meth:`mixsim.trace.Trace.op_arrays`) to ``X`` in order; negative entries are skipped."""
-    d = X.shape[1]
+    """Apply the operators ``ev_op[0], ev_op[1], ...`` to ``X`` in order; negative entries
+    are skipped."""
     for e in range(ev_op.shape[0]):
-        k = ev_op[e]
-        if k < 0:
-            continue
-        first = op_rows_ptr[k]
-        n_rows = op_rows_ptr[k + 1] - first
-        g0 = op_row_ptr_ptr[k]
-        for a in range(n_rows):
-            for c in range(d):
-                buf[a, c] = 0.0
-            for p in range(op_row_ptr[g0 + a], op_row_ptr[g0 + a + 1]):
-                j = op_cols[p]
-                w = op_vals[p]
-                for c in range(d):
-                    buf[a, c] += w * X[j, c]
-        for a in range(n_rows):
-            row = op_rows[first + a]
-            for c in range(d):
-                X[row, c] = buf[a, c]
+        if ev_op[e] >= 0:
+            _apply_op(X, ev_op[e], op_rows_ptr, op_rows, op_row_ptr_ptr, op_row_ptr, op_cols,
+                      op_vals, buf)
 
 
 class Operator:
