@@ -1,0 +1,818 @@
+"""Sweeps: grids of scenarios (or of mixing-time measurements) and seeds, resumable.
+
+A sweep file names a base (a scenario for ``kind: run``, a protocol for
+``kind: mixing-time``), axes of overrides (``grid``: their product; ``zip``: varied
+together) and seeds. Every point is validated before anything runs. Each finished point is
+one JSON file ``points/<key>.json`` in the output folder, written under a temporary name and
+renamed, where ``key`` is the SHA-256 of the canonical JSON of the point's resolved
+configuration: a rerun skips the points already there, so a sweep killed at any moment and
+run again ends with every point exactly once. ``docs/sweeps.md`` is the reference.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import difflib
+import hashlib
+import io
+import itertools
+import json
+import math
+import os
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from mixsim import _yaml
+from mixsim.errors import ConfigError
+from mixsim.scenario import Scenario, _error_from_validation, _key_lines, apply_overrides
+
+__all__ = ["Sweep", "Point", "SweepOutcome", "load_sweep", "point_key", "run_sweep",
+           "run_point", "results_table", "aggregate", "write_tables", "plot_sweep", "KINDS"]
+
+KINDS = ("run", "mixing-time")
+#: Keys of a mixing-time point (and so the axes a mixing-time sweep may vary).
+MIXING_KEYS = ("protocol", "workers", "runs", "method", "params", "starts", "coords")
+#: Metric columns of a learning point (its last evaluation, then the run's own t_mix, xi).
+RUN_METRICS = ("step", "epoch", "time", "loss", "grad_norm", "test_accuracy",
+               "stationary_distance", "bits_up", "bits_down", "t_mix", "xi")
+#: Metric columns of a mixing-time point (one row per number of workers).
+MIXING_METRICS = ("workers", "t_mix", "ci95_low", "ci95_high", "xi", "theory", "runs",
+                  "method")
+_POINTS = "points"
+_MANIFEST = "sweep.json"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SweepFile(_Strict):
+    """The schema of a sweep file (see ``docs/sweeps.md``)."""
+
+    name: str = "sweep"
+    kind: Literal["run", "mixing-time"] = "run"
+    base: str | dict[str, Any] | None = None
+    protocol: str | None = None
+    workers: int | list[int] | None = None
+    runs: int | None = Field(None, ge=1)
+    method: Literal["auto", "trace", "montecarlo", "spectral"] | None = None
+    params: dict[str, Any] | None = None
+    starts: int | None = Field(None, ge=1)
+    coords: int | None = Field(None, ge=1)
+    grid: dict[str, list[Any]] = Field(default_factory=dict)
+    zip: dict[str, list[Any]] = Field(default_factory=dict)
+    seeds: int | list[int] | None = None
+    overrides: dict[str, Any] = Field(default_factory=dict)
+
+
+class MixingPoint(_Strict):
+    """The resolved configuration of one mixing-time point."""
+
+    protocol: str
+    workers: list[int] = Field(default_factory=lambda: [8])
+    runs: int = Field(100, ge=1)
+    method: Literal["auto", "trace", "montecarlo", "spectral"] = "auto"
+    seed: int = Field(0, ge=0)
+    params: dict[str, Any] = Field(default_factory=dict)
+    starts: int | None = Field(None, ge=1)
+    coords: int | None = Field(None, ge=1)
+
+
+@dataclass
+class Point:
+    """One point of a sweep.
+
+    Attributes
+    ----------
+    key : str
+        SHA-256 (hex) of the canonical JSON of ``kind`` and the identity of ``config``.
+    axes : dict
+        The value of every varied key at this point (``grid`` and ``zip`` axes).
+    seed : int
+    config : dict
+        The resolved configuration: a scenario (``kind: run``) or a :class:`MixingPoint`.
+    """
+
+    key: str
+    axes: dict
+    seed: int
+    config: dict
+
+
+@dataclass
+class Sweep:
+    """A validated sweep file and its points.
+
+    Attributes
+    ----------
+    name, kind : str
+    source : str
+        The sweep file.
+    axes : list of str
+        The varied keys, ``grid`` first, then ``zip``.
+    points : list of Point
+        In order: grid product, then zip rows, then seeds.
+    """
+
+    name: str
+    kind: str
+    source: str
+    axes: list[str]
+    points: list[Point] = field(default_factory=list)
+
+
+@dataclass
+class SweepOutcome:
+    """What :func:`run_sweep` did.
+
+    Attributes
+    ----------
+    out_dir : Path
+    total, skipped, done, failed : int
+        Points in the sweep, points found finished (or failed, without ``retry_failed``),
+        points finished by this call, points that failed (in this call or kept from before).
+    """
+
+    out_dir: Path
+    total: int
+    skipped: int
+    done: int
+    failed: int
+
+
+# -- reading and validating ---------------------------------------------------------------
+
+def _canonical(value) -> str:
+    """Canonical JSON: sorted keys, no spaces (infinities as ``Infinity``)."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+def _identity(kind: str, config: dict) -> dict:
+    """What a point's key depends on: everything that can change its results (not the
+    scenario's name, output folder or plot switch)."""
+    if kind == "run":
+        config = {k: v for k, v in config.items() if k != "name"}
+        config["outputs"] = {k: v for k, v in config["outputs"].items()
+                             if k not in ("dir", "plots")}
+    return {"kind": kind, "config": config}
+
+
+def point_key(kind: str, config: dict) -> str:
+    """The stable key of a point: SHA-256 of the canonical JSON of its identity."""
+    return hashlib.sha256(_canonical(_identity(kind, config)).encode()).hexdigest()
+
+
+def _read_yaml(path: Path, what: str) -> tuple[Any, str]:
+    source = str(path)
+    if not path.is_file():
+        raise ConfigError(f"no such {what} file", source=source)
+    text = path.read_text()
+    try:
+        return _yaml.load(text), text
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{source}:{mark.line + 1}" if mark is not None else source
+        raise ConfigError(f"not valid YAML ({getattr(exc, 'problem', exc)})",
+                          source=where) from None
+
+
+def _where(source: str, lines: dict, *paths) -> str:
+    for path in paths:
+        if path in lines:
+            return f"{source}:{lines[path]}"
+    return source
+
+
+def _model_error(exc: ValidationError, model, source: str, lines: dict) -> ConfigError:
+    """A :class:`ConfigError` from a sweep-level model: unknown keys list this model's
+    keys; every other error is formatted as a scenario's."""
+    error = exc.errors()[0]
+    if error["type"] != "extra_forbidden":
+        return _error_from_validation(exc, source, lines)
+    loc = tuple(error["loc"])
+    allowed = list(model.model_fields)
+    close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return ConfigError(f"unknown key{hint}; allowed: {', '.join(allowed)}",
+                       source=_where(source, lines, loc), key=".".join(map(str, loc)))
+
+
+def load_sweep(path) -> Sweep:
+    """Read a sweep file and resolve and validate all its points.
+
+    Parameters
+    ----------
+    path : str or Path
+        The sweep YAML file. A ``base`` path is relative to it.
+
+    Returns
+    -------
+    Sweep
+
+    Raises
+    ------
+    ConfigError
+        Any mistake in the sweep file, its base scenario or any point (unknown key, wrong
+        type or value, unequal ``zip`` lengths, unknown protocol, ...); the message names
+        the file, line, key and value, and the point's axis values.
+    """
+    path = Path(path)
+    source = str(path)
+    data, text = _read_yaml(path, "sweep")
+    lines = _key_lines(text)
+    if not isinstance(data, dict):
+        raise ConfigError(f"a sweep is a mapping, got {type(data).__name__}", source=source)
+    try:
+        spec = SweepFile.model_validate(data)
+    except ValidationError as exc:
+        raise _model_error(exc, SweepFile, source, lines) from None
+    _check_sections(spec, source, lines)
+    axes = list(spec.grid) + list(spec.zip)
+    sweep = Sweep(spec.name, spec.kind, source, axes)
+    base, base_source, base_lines = _base(spec, path, lines)
+    seeds = _seeds(spec, base, _where(source, lines, ("seeds",)))
+    grid_rows = list(itertools.product(*(enumerate(v) for v in spec.grid.values())))
+    zip_rows = list(zip(*(enumerate(v) for v in spec.zip.values()), strict=True)) \
+        if spec.zip else [()]
+    seen: dict[str, dict] = {}
+    for grid_row in grid_rows:
+        for zip_row in zip_rows:
+            chosen = [("grid", key, i, value) for key, (i, value) in zip(spec.grid, grid_row,
+                                                                         strict=True)]
+            chosen += [("zip", key, i, value) for key, (i, value) in zip(spec.zip, zip_row,
+                                                                         strict=True)]
+            for seed in seeds:
+                point = _resolve(spec, base, chosen, seed, source, lines, base_source,
+                                 base_lines)
+                if point.key in seen:
+                    raise ConfigError(
+                        f"points {_describe(seen[point.key])} and {_describe(point.axes)} "
+                        "resolve to the same configuration", source=source, key="grid")
+                seen[point.key] = {**point.axes, "seed": seed}
+                sweep.points.append(point)
+    _check_names(sweep, source, lines)
+    return sweep
+
+
+def _check_sections(spec: SweepFile, source: str, lines: dict) -> None:
+    """Cross-key rules pydantic does not express (kind-specific keys, axes)."""
+    mixing_only = ("protocol", "workers", "runs", "method", "params", "starts", "coords")
+    if spec.kind == "run":
+        if spec.base is None:
+            raise ConfigError("a sweep of kind run needs a base scenario (path or mapping)",
+                              source=source, key="base")
+        for key in mixing_only:
+            if key in spec.model_fields_set:
+                raise ConfigError(f"only for kind mixing-time; set it in the base scenario "
+                                  f"or as an axis ({key}.* keys)",
+                                  source=_where(source, lines, (key,)), key=key)
+    else:
+        if spec.base is not None:
+            raise ConfigError("kind mixing-time takes protocol, workers, runs, method and "
+                              "params, not a base scenario",
+                              source=_where(source, lines, ("base",)), key="base")
+        if spec.protocol is None and "protocol" not in spec.grid and "protocol" not in spec.zip:
+            raise ConfigError("a sweep of kind mixing-time needs a protocol (or a protocol "
+                              "axis)", source=source, key="protocol")
+    for section in ("grid", "zip"):
+        for key, values in getattr(spec, section).items():
+            where = _where(source, lines, (section, key))
+            if not values:
+                raise ConfigError("an axis needs at least one value", source=where,
+                                  key=f"{section}.{key}")
+            if key == "seed" or key.startswith("seed."):
+                raise ConfigError("vary seeds with the seeds key", source=where,
+                                  key=f"{section}.{key}")
+            if spec.kind == "mixing-time" and key.split(".")[0] not in MIXING_KEYS:
+                raise ConfigError(f"not a mixing-time key; allowed: {', '.join(MIXING_KEYS)} "
+                                  "(params.NAME for a protocol parameter)", source=where,
+                                  key=f"{section}.{key}")
+    both = set(spec.grid) & set(spec.zip)
+    if both:
+        key = sorted(both)[0]
+        raise ConfigError("an axis is in grid or in zip, not both",
+                          source=_where(source, lines, ("zip", key)), key=f"zip.{key}")
+    lengths = {key: len(values) for key, values in spec.zip.items()}
+    if len(set(lengths.values())) > 1:
+        detail = ", ".join(f"{k}: {n}" for k, n in lengths.items())
+        raise ConfigError(f"zip axes need equal lengths ({detail})",
+                          source=_where(source, lines, ("zip",)), key="zip")
+    if "seed" in spec.overrides:
+        raise ConfigError("vary seeds with the seeds key",
+                          source=_where(source, lines, ("overrides", "seed")),
+                          key="overrides.seed")
+
+
+def _base(spec: SweepFile, path: Path, lines: dict) -> tuple[dict, str, dict]:
+    """The base configuration, with the file and line numbers its keys come from."""
+    source = str(path)
+    if spec.kind == "mixing-time":
+        base = {"protocol": spec.protocol,
+                **{key: value for key, value in spec.model_dump().items()
+                   if key in MIXING_KEYS[1:] and value is not None}}
+        if isinstance(base.get("workers"), int):
+            base["workers"] = [base["workers"]]
+        return base, source, lines
+    if isinstance(spec.base, dict):
+        inline = {key[1:]: line for key, line in lines.items() if key[:1] == ("base",)}
+        return copy.deepcopy(spec.base), source, inline
+    base_path = Path(spec.base)
+    if not base_path.is_absolute():
+        base_path = path.parent / base_path
+    data, text = _read_yaml(base_path, "base scenario")
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"a scenario is a mapping, got {type(data).__name__}",
+                          source=str(base_path))
+    return data, str(base_path), _key_lines(text)
+
+
+def _seeds(spec: SweepFile, base: dict, where: str) -> list[int]:
+    if spec.seeds is None:
+        seed = base.get("seed", 0) if spec.kind == "run" else 0
+        return [seed]
+    if isinstance(spec.seeds, int):
+        if spec.seeds < 1:
+            raise ConfigError(f"{spec.seeds}: the number of seeds must be >= 1", source=where,
+                              key="seeds")
+        return list(range(spec.seeds))
+    if len(set(spec.seeds)) != len(spec.seeds) or any(s < 0 for s in spec.seeds):
+        raise ConfigError(f"{spec.seeds}: seeds must be distinct integers >= 0", source=where,
+                          key="seeds")
+    return list(spec.seeds)
+
+
+def _describe(axes: dict) -> str:
+    return ", ".join(f"{key}={value!r}" for key, value in axes.items()) or "(base)"
+
+
+def _resolve(spec, base, chosen, seed, source, lines, base_source, base_lines) -> Point:
+    """Apply the overrides, the axis values and the seed to the base; validate."""
+    config = copy.deepcopy(base)
+    origins = {}
+    settings = [("overrides", key, None, value) for key, value in spec.overrides.items()]
+    for section, key, index, value in settings + chosen:
+        origins[key] = _where(source, lines, (section, key, index), (section, key))
+        try:
+            apply_overrides(config, {key: value})
+        except ConfigError as exc:
+            raise ConfigError(exc.message, source=origins[key],
+                              key=f"{section}.{key}") from None
+    config["seed"] = seed
+    axes = {key: value for _, key, _, value in chosen}
+    model = Scenario if spec.kind == "run" else MixingPoint
+    try:
+        resolved = model.model_validate(config)
+    except ValidationError as exc:
+        loc = tuple(exc.errors()[0]["loc"])
+        dotted = ".".join(map(str, loc))
+        from_sweep = [key for key in origins
+                      if dotted == key or dotted.startswith(key + ".")
+                      or key.startswith(dotted + ".")]
+        if from_sweep and model is Scenario:
+            error = _error_from_validation(exc, origins[from_sweep[-1]], {})
+        elif from_sweep:
+            error = _model_error(exc, model, origins[from_sweep[-1]], {})
+        elif model is Scenario:
+            error = _error_from_validation(exc, base_source, base_lines)
+        else:
+            error = _model_error(exc, model, source, lines)
+        raise ConfigError(f"{error.message} (at point {_describe({**axes, 'seed': seed})})",
+                          source=error.source, key=error.key) from None
+    config = resolved.model_dump()
+    if spec.kind == "run":
+        config["outputs"].update(dir=None, plots=False)
+    return Point(point_key(spec.kind, config), axes, seed, config)
+
+
+def _check_names(sweep: Sweep, source: str, lines: dict) -> None:
+    """Load every distinct protocol (name and parameters) once, so that a misspelt name in
+    an axis fails now rather than in every point."""
+    from mixsim.protocol import load_protocol
+
+    checked = set()
+    for point in sweep.points:
+        if sweep.kind == "run":
+            name, params = point.config["protocol"]["name"], point.config["protocol"]["params"]
+            key, prefix = "protocol.name", "protocol."
+        else:
+            name, params = point.config["protocol"], point.config["params"]
+            key, prefix = "protocol", ""
+        signature = _canonical([name, params])
+        if signature in checked:
+            continue
+        checked.add(signature)
+        try:
+            load_protocol(name, params)
+        except ConfigError as exc:
+            varied = [k for k in sweep.axes if k == key or k.startswith(prefix + "params.")]
+            named = [k for k in varied if exc.key and exc.key.endswith(k.rsplit(".", 1)[-1])]
+            axis = (named or varied or [None])[0]
+            section = "grid" if ("grid", axis) in lines else "zip"
+            where = _where(source, lines, (section, axis), (key.split(".")[0],))
+            raise ConfigError(f"{exc.message} (at point {_describe(point.axes)})",
+                              source=where, key=exc.key or key) from None
+
+
+# -- running -------------------------------------------------------------------------------
+
+def run_point(kind: str, config: dict) -> dict:
+    """Compute one point (in this process, or on a Dask worker).
+
+    Returns
+    -------
+    dict
+        ``{"status": "done", "rows": [...], "summary": {...}}`` for a learning run,
+        ``{"status": "done", "results": [...]}`` for a mixing-time point, or
+        ``{"status": "failed", "error": ..., "traceback": ...}``: a point's failure is
+        recorded, never raised.
+    """
+    try:
+        if kind == "run":
+            from mixsim.learning import run
+
+            result = run(Scenario.model_validate(config))
+            return {"status": "done", "rows": result.rows, "summary": result.summary}
+        from mixsim.mixing import mixing_time
+
+        point = MixingPoint.model_validate(config)
+        results = mixing_time(point.protocol, point.workers, runs=point.runs,
+                              method=point.method, seed=point.seed, params=point.params,
+                              starts=point.starts, d=point.coords)
+        return {"status": "done", "results": [
+            {**r.as_dict(), "method": r.method,
+             "samples": [float(s) for s in np.asarray(r.samples)]} for r in results]}
+    except Exception as exc:  # noqa: BLE001 - a point's failure is data, recorded in its file
+        return {"status": "failed", "error": f"{type(exc).__name__}: {exc}",
+                "traceback": traceback.format_exc()}
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def _read_point(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _record(points_dir: Path, point: Point, kind: str, payload: dict) -> None:
+    record = {"key": point.key, "kind": kind, "axes": point.axes, "seed": point.seed,
+              "config": point.config, **payload}
+    _atomic_write(points_dir / f"{point.key}.json", json.dumps(record, sort_keys=True) + "\n")
+
+
+def _manifest(sweep: Sweep) -> dict:
+    return {"name": sweep.name, "kind": sweep.kind, "source": sweep.source, "axes": sweep.axes,
+            "points": [{"key": p.key, "axes": p.axes, "seed": p.seed} for p in sweep.points]}
+
+
+def run_sweep(sweep, out=None, *, client=None, retry_failed: bool = False,
+              progress: bool = False) -> SweepOutcome:
+    """Run the points of a sweep that are not finished yet, then write the tables.
+
+    Parameters
+    ----------
+    sweep : str, Path or Sweep
+        A sweep file or a loaded :class:`Sweep`.
+    out : str or Path, optional
+        Output folder (default ``out/<sweep name>``).
+    client : distributed.Client, optional
+        Where the points run; default: one after another in this process.
+    retry_failed : bool
+        Run again the points recorded as failed (default: keep their record).
+    progress : bool
+        Show a progress bar over points.
+
+    Returns
+    -------
+    SweepOutcome
+
+    Notes
+    -----
+    Only this process writes files: ``sweep.json`` (the points), ``points/<key>.json``
+    (one per point, when it finishes; atomic), ``results.csv`` and ``aggregate.csv``.
+    Run one sweep at a time per output folder.
+    """
+    from tqdm import tqdm
+
+    if not isinstance(sweep, Sweep):
+        sweep = load_sweep(sweep)
+    out_dir = Path(out) if out is not None else Path("out") / sweep.name
+    points_dir = out_dir / _POINTS
+    points_dir.mkdir(parents=True, exist_ok=True)
+    for stale in points_dir.glob(".*.tmp"):
+        stale.unlink(missing_ok=True)
+    _atomic_write(out_dir / _MANIFEST, json.dumps(_manifest(sweep), indent=1) + "\n")
+    todo, skipped, failed = [], 0, 0
+    for point in sweep.points:
+        record = _read_point(points_dir / f"{point.key}.json")
+        status = record.get("status") if record else None
+        if status == "done" or (status == "failed" and not retry_failed):
+            skipped += 1
+            failed += status == "failed"
+        else:
+            todo.append(point)
+    done = 0
+    bar = tqdm(total=len(sweep.points), initial=skipped, desc=sweep.name, unit="point",
+               disable=not progress)
+    try:
+        if client is None:
+            for point in todo:
+                payload = run_point(sweep.kind, point.config)
+                _record(points_dir, point, sweep.kind, payload)
+                done += payload["status"] == "done"
+                failed += payload["status"] == "failed"
+                bar.update()
+        else:
+            done, new_failed = _run_on(client, sweep, todo, points_dir, bar)
+            failed += new_failed
+    finally:
+        bar.close()
+    write_tables(out_dir)
+    return SweepOutcome(out_dir, len(sweep.points), skipped, done, failed)
+
+
+def _run_on(client, sweep: Sweep, todo: list[Point], points_dir: Path, bar) -> tuple[int, int]:
+    from distributed import as_completed
+
+    futures = client.map(run_point, [sweep.kind] * len(todo), [p.config for p in todo],
+                         key=[f"mixsim-point-{p.key}" for p in todo], pure=False)
+    by_future = {future.key: point for future, point in zip(futures, todo, strict=True)}
+    done = failed = 0
+    for future in as_completed(futures):
+        point = by_future[future.key]
+        try:
+            payload = future.result()
+        except Exception as exc:  # noqa: BLE001 - lost worker, cancelled task: recorded
+            payload = {"status": "failed", "error": f"{type(exc).__name__}: {exc}",
+                       "traceback": ""}
+        _record(points_dir, point, sweep.kind, payload)
+        future.release()
+        done += payload["status"] == "done"
+        failed += payload["status"] == "failed"
+        bar.update()
+    return done, failed
+
+
+# -- tables ---------------------------------------------------------------------------------
+
+def _cell(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, int | np.integer):
+        return str(int(value))
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, str):
+        return value
+    return _canonical(value)
+
+
+def _load(out_dir: Path) -> tuple[dict, list[dict | None]]:
+    out_dir = Path(out_dir)
+    manifest_path = out_dir / _MANIFEST
+    if not manifest_path.is_file():
+        raise ConfigError(f"no {_MANIFEST}: not the output folder of a sweep",
+                          source=str(out_dir))
+    manifest = json.loads(manifest_path.read_text())
+    records = [_read_point(out_dir / _POINTS / f"{p['key']}.json")
+               for p in manifest["points"]]
+    return manifest, records
+
+
+def results_table(out_dir, *, rows: Literal["final", "all"] = "final") -> tuple[list, list]:
+    """The tidy table of a sweep: one row per point (learning runs: its last evaluation;
+    ``rows="all"``: one per evaluation) or per point and number of workers (mixing time).
+
+    Parameters
+    ----------
+    out_dir : str or Path
+        The sweep's output folder.
+    rows : {"final", "all"}
+
+    Returns
+    -------
+    columns : list of str
+        ``point``, ``status``, the axes, ``seed``, the metrics, ``error``.
+    table : list of dict
+        Points not computed yet have status ``missing``.
+    """
+    if rows not in ("final", "all"):
+        raise ConfigError(f"{rows!r}: allowed: final, all", key="rows")
+    manifest, records = _load(out_dir)
+    axes = manifest["axes"]
+    metrics = RUN_METRICS if manifest["kind"] == "run" else MIXING_METRICS
+    columns = ["point", "status", *axes, "seed",
+               *(m for m in metrics if m not in axes), "error"]
+    table = []
+    for entry, record in zip(manifest["points"], records, strict=True):
+        head = {"point": entry["key"], "status": record["status"] if record else "missing",
+                **entry["axes"], "seed": entry["seed"]}
+        if record is None or record["status"] != "done":
+            table.append({**head, "error": record.get("error") if record else None})
+        elif manifest["kind"] == "run":
+            summary = record["summary"]
+            chosen = record["rows"] if rows == "all" else record["rows"][-1:]
+            for row in chosen:
+                table.append({**head, **row, "t_mix": summary["t_mix"], "xi": summary["xi"]})
+        else:
+            for result in record["results"]:
+                ci = result["ci95"] or (None, None)
+                table.append({**head, **{k: v for k, v in result.items() if k != "samples"},
+                              "ci95_low": ci[0], "ci95_high": ci[1]})
+    return columns, table
+
+
+def _group_columns(manifest: dict, rows: str) -> list[str]:
+    extra = ["workers"] if manifest["kind"] == "mixing-time" else []
+    extra += ["step"] if rows == "all" and manifest["kind"] == "run" else []
+    return [*manifest["axes"], *(c for c in extra if c not in manifest["axes"])]
+
+
+def _number(value) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float | np.number):
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def aggregate(out_dir, *, rows: Literal["final", "all"] = "final") -> tuple[list, list]:
+    """Mean and 95% Student-t interval of each metric across seeds.
+
+    Points are grouped by their axis values (and, for mixing time, the number of workers;
+    for ``rows="all"``, the step); non-finite and missing values are left out.
+
+    Returns
+    -------
+    columns : list of str
+        The group columns, ``seeds`` (points with results), ``failed``, then
+        ``METRIC_mean``, ``METRIC_low``, ``METRIC_high`` per numeric metric.
+    table : list of dict
+        One row per group with results, in the order of first appearance, then one per
+        configuration with none (its metrics empty).
+    """
+    from scipy import stats
+
+    manifest, _ = _load(out_dir)
+    _, table = results_table(out_dir, rows=rows)
+    keys = _group_columns(manifest, rows)
+    metrics = [m for m in (RUN_METRICS if manifest["kind"] == "run" else MIXING_METRICS)
+               if m not in keys and m not in ("method",)]
+    axes = manifest["axes"]
+    groups: dict[str, list[dict]] = {}
+    failures: dict[str, int] = {}
+    for row in table:
+        config = _canonical([row.get(k) for k in axes])
+        if row["status"] == "done":
+            groups.setdefault(_canonical([row.get(k) for k in keys]), []).append(row)
+        else:
+            failures[config] = failures.get(config, 0) + (row["status"] == "failed")
+    covered = {_canonical([m[0].get(k) for k in axes]) for m in groups.values()}
+    for row in table:
+        config = _canonical([row.get(k) for k in axes])
+        if config not in covered:
+            covered.add(config)
+            groups[config] = [row]
+    columns = [*keys, "seeds", "failed"]
+    columns += [f"{m}_{part}" for m in metrics for part in ("mean", "low", "high")]
+    out = []
+    for members in groups.values():
+        finished = [r for r in members if r["status"] == "done"]
+        row = {k: members[0].get(k) for k in keys}
+        row["seeds"] = len({r["seed"] for r in finished})
+        row["failed"] = failures.get(_canonical([members[0].get(k) for k in axes]), 0)
+        for metric in metrics:
+            values = np.array([v for v in (_number(r.get(metric)) for r in finished)
+                               if v is not None])
+            mean = low = high = None
+            if values.size:
+                mean = float(values.mean())
+                if values.size > 1:
+                    spread = float(stats.sem(values))
+                    low, high = (mean, mean) if spread == 0 else (
+                        float(x) for x in stats.t.interval(0.95, values.size - 1, loc=mean,
+                                                           scale=spread))
+            row.update({f"{metric}_mean": mean, f"{metric}_low": low, f"{metric}_high": high})
+        out.append(row)
+    return columns, out
+
+
+def _csv_text(columns: list[str], table: list[dict]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(columns)
+    for row in table:
+        writer.writerow([_cell(row.get(c)) for c in columns])
+    return buffer.getvalue()
+
+
+def write_tables(out_dir) -> tuple[Path, Path]:
+    """Write ``results.csv`` and ``aggregate.csv`` in a sweep's output folder."""
+    out_dir = Path(out_dir)
+    results = out_dir / "results.csv"
+    aggregated = out_dir / "aggregate.csv"
+    _atomic_write(results, _csv_text(*results_table(out_dir)))
+    _atomic_write(aggregated, _csv_text(*aggregate(out_dir)))
+    return results, aggregated
+
+
+# -- plots ------------------------------------------------------------------------------------
+
+def plot_sweep(out_dir, path, *, metric: str, x: str, group: str | None = None,
+               rows: Literal["final", "all"] = "final", logx: bool = False,
+               logy: bool = False) -> Path:
+    """Plot the mean of ``metric`` (95% interval as error bars) against axis ``x``, one
+    line per value of ``group`` (and of any other varied axis).
+
+    Parameters
+    ----------
+    out_dir : str or Path
+        The sweep's output folder.
+    path : str or Path
+        PNG file to write.
+    metric : str
+        A metric column (``loss``, ``test_accuracy``, ``t_mix``, ...).
+    x, group : str
+        Axes (``step`` with ``rows="all"``, ``workers`` for mixing time).
+    rows : {"final", "all"}
+    logx, logy : bool
+
+    Returns
+    -------
+    Path
+
+    Raises
+    ------
+    ConfigError
+        Unknown metric or axis (the message lists the allowed ones).
+    """
+    from matplotlib.figure import Figure
+
+    manifest, _ = _load(out_dir)
+    columns, table = aggregate(out_dir, rows=rows)
+    keys = _group_columns(manifest, rows)
+    metrics = [c.removesuffix("_mean") for c in columns if c.endswith("_mean")]
+    if metric not in metrics:
+        raise ConfigError(f"{metric!r}: allowed: {', '.join(metrics)}", key="--metric")
+    for option, axis in (("--x", x), ("--group", group)):
+        if axis is not None and axis not in keys:
+            raise ConfigError(f"{axis!r}: not an axis of this sweep; allowed: "
+                              f"{', '.join(keys)}", key=option)
+    others = [k for k in keys if k not in (x, group)
+              and len({_canonical(r[k]) for r in table}) > 1]
+    lines: dict[str, list[dict]] = {}
+    for row in table:
+        if row[f"{metric}_mean"] is None:
+            continue
+        label = ", ".join(f"{k}={_cell(row[k])}" for k in ([group] if group else []) + others)
+        lines.setdefault(label, []).append(row)
+    numeric = all(_number(r[x]) is not None for r in table)
+    categories = sorted({_cell(r[x]) for r in table}) if not numeric else []
+    fig = Figure(figsize=(6.4, 4.4), dpi=120)
+    ax = fig.subplots()
+    for label, members in lines.items():
+        members.sort(key=lambda r: _number(r[x]) if numeric else categories.index(_cell(r[x])))
+        xs = [r[x] if numeric else categories.index(_cell(r[x])) for r in members]
+        ys = np.array([r[f"{metric}_mean"] for r in members], dtype=float)
+        low = np.array([np.nan if r[f"{metric}_low"] is None else r[f"{metric}_low"]
+                        for r in members], dtype=float)
+        high = np.array([np.nan if r[f"{metric}_high"] is None else r[f"{metric}_high"]
+                         for r in members], dtype=float)
+        errors = np.nan_to_num(np.vstack([ys - low, high - ys]), nan=0.0)
+        ax.errorbar(xs, ys, yerr=errors, marker="o", capsize=3, label=label or None)
+    if not numeric:
+        ax.set_xticks(range(len(categories)), categories)
+    if logx:
+        ax.set_xscale("log")
+    if logy:
+        ax.set_yscale("log")
+    ax.set_xlabel(x)
+    ax.set_ylabel(f"{metric} (mean, 95% interval over seeds)")
+    ax.set_title(manifest["name"])
+    ax.grid(True, alpha=0.3)
+    if any(lines):
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp)
+    os.replace(tmp, path)
+    return path
