@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 from mixsim.errors import ConfigError, DivergenceError, MixsimError
@@ -133,10 +134,25 @@ def _mixing_kwargs(args) -> dict:
     }
 
 
+@contextmanager
+def _dask_runs(args):
+    """``map_runs`` on Dask when ``--scheduler`` or ``--dask-workers`` is given, else None
+    (the runs stay in this process)."""
+    if args.scheduler is None and args.dask_workers is None:
+        yield None
+        return
+    from mixsim._dask import dask_client, map_runs_on
+
+    with dask_client(args.scheduler, args.dask_workers) as client:
+        yield map_runs_on(client)
+
+
 def _cmd_mixing_time(args) -> int:
     from mixsim.mixing import mixing_time
 
-    results = mixing_time(args.protocol, args.workers, **_mixing_kwargs(args))
+    kwargs = _mixing_kwargs(args)
+    with _dask_runs(args) as map_runs:
+        results = mixing_time(args.protocol, args.workers, **kwargs, map_runs=map_runs)
     method = results[0].method if len({r.method for r in results}) == 1 else "auto"
     if args.plot:
         from mixsim.plotting import plot_mixing_times
@@ -157,8 +173,10 @@ def _cmd_compare(args) -> int:
 
     kwargs = _mixing_kwargs(args)
     all_results = {}
-    for protocol in args.protocols:
-        all_results[protocol] = mixing_time(protocol, args.workers, **kwargs)
+    with _dask_runs(args) as map_runs:
+        for protocol in args.protocols:
+            all_results[protocol] = mixing_time(protocol, args.workers, **kwargs,
+                                                map_runs=map_runs)
     if args.plot:
         plot_mixing_times(all_results, args.plot, title=args.title)
     if args.json:
@@ -186,6 +204,50 @@ def _mixing_options(sub) -> None:
                      help="coordinates simulated (default 1; 16 for sparsified protocols)")
     sub.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     sub.add_argument("--plot", metavar="FILE.png", help="plot t_mix against workers")
+    sub.add_argument("--scheduler", metavar="ADDRESS",
+                     help="run the Monte Carlo runs on this Dask cluster (tcp://HOST:PORT)")
+    sub.add_argument("--dask-workers", type=int, metavar="K",
+                     help="run the Monte Carlo runs on a local Dask cluster of K processes")
+
+
+def _cmd_sweep(args) -> int:
+    from mixsim.sweep import load_sweep, run_sweep
+
+    sweep = load_sweep(args.sweep)
+    progress = not args.quiet and sys.stderr.isatty()
+    if args.serial:
+        if args.scheduler or args.workers:
+            raise ConfigError("--serial runs in this process: no --scheduler or --workers",
+                              key="--serial")
+        outcome = run_sweep(sweep, args.out, retry_failed=args.retry_failed,
+                            progress=progress)
+    else:
+        from mixsim._dask import dask_client
+
+        with dask_client(args.scheduler, args.workers) as client:
+            outcome = run_sweep(sweep, args.out, client=client,
+                                retry_failed=args.retry_failed, progress=progress)
+    if not args.quiet:
+        print(f"{sweep.name}: {outcome.total} points ({outcome.done} computed now, "
+              f"{outcome.skipped} found in {outcome.out_dir}, {outcome.failed} failed); "
+              f"tables in {outcome.out_dir / 'results.csv'} and "
+              f"{outcome.out_dir / 'aggregate.csv'}")
+    if outcome.failed:
+        print(f"mixsim: error: {args.sweep}: {outcome.failed} of {outcome.total} points "
+              f"failed (their errors are in {outcome.out_dir / 'results.csv'}); "
+              "--retry-failed runs them again", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _cmd_plot(args) -> int:
+    from mixsim.sweep import plot_sweep
+
+    out = args.out or str(Path(args.sweep_dir) / f"{args.metric}-vs-{args.x}.png")
+    plot_sweep(args.sweep_dir, out, metric=args.metric, x=args.x, group=args.group,
+               rows=args.rows, logx=args.logx, logy=args.logy)
+    print(out)
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -223,6 +285,32 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--title", default=None, help="plot title")
     _mixing_options(sub)
     sub.set_defaults(func=_cmd_compare)
+
+    sub = subs.add_parser("sweep", help="run a grid of scenarios and seeds on Dask (resumable)")
+    sub.add_argument("sweep", help="sweep YAML file")
+    sub.add_argument("--out", help="output folder (default out/NAME)")
+    sub.add_argument("--scheduler", metavar="ADDRESS",
+                     help="an existing Dask cluster (tcp://HOST:PORT); default: a local one")
+    sub.add_argument("--workers", "--dask-workers", dest="workers", type=int, metavar="K",
+                     help="processes of the local Dask cluster (default: number of cores)")
+    sub.add_argument("--retry-failed", action="store_true",
+                     help="run again the points recorded as failed")
+    sub.add_argument("--serial", action="store_true",
+                     help="run the points one after another in this process (no Dask)")
+    sub.add_argument("--quiet", action="store_true", help="no progress bar, no summary line")
+    sub.set_defaults(func=_cmd_sweep)
+
+    sub = subs.add_parser("plot", help="plot a metric of a sweep against an axis")
+    sub.add_argument("sweep_dir", metavar="SWEEP_OUT_DIR", help="output folder of a sweep")
+    sub.add_argument("--metric", required=True, help="metric column, e.g. loss or t_mix")
+    sub.add_argument("--x", required=True, help="axis on the x axis (e.g. optimizer.method.lr)")
+    sub.add_argument("--group", help="axis drawn as one line per value")
+    sub.add_argument("--rows", choices=["final", "all"], default="final",
+                     help="learning runs: last evaluation (default) or every one (--x step)")
+    sub.add_argument("--logx", action="store_true", help="logarithmic x axis")
+    sub.add_argument("--logy", action="store_true", help="logarithmic y axis")
+    sub.add_argument("--out", help="PNG file (default SWEEP_OUT_DIR/METRIC-vs-X.png)")
+    sub.set_defaults(func=_cmd_plot)
     return parser
 
 
