@@ -90,23 +90,47 @@ def running_mean_squared_gradient(rows: list[dict]) -> list[float]:
 
 
 def _bound(scenario, learner, result, t_mix, xi) -> dict | None:
+    """Theorem 1 for this run, where it applies (worker-side SGD, no compression, known L).
+
+    The theorem is about the sequential SGD the run is a parallel version of: the consensus
+    model ``M_inf X``. An update ``-lr g`` added to a slot moves the consensus by
+    ``-w lr g``, with ``w`` the weight ``M_inf`` gives that slot (``1/n`` when the consensus
+    is the mean of n worker copies, 1 for a server), so the step size of that SGD is
+    ``w lr``. ``sigma^2`` bounds the noise of one step's gradient around the full gradient:
+    the worst worker's minibatch variance plus its shard's gradient bias, at the initial
+    point.
+    """
     method = scenario.optimizer.method
     if (method.name != "sgd" or scenario.optimizer.compressor.name != "none"
+            or scenario.optimizer.placement != "worker"
             or t_mix is None or xi is None or not result.rows):
         return None
     ds = learner.dataset
     L = learner.problem.smoothness(ds.A_train)
     if L is None:
         return None
+    consensus = learner.sim.trace.consensus
+    layout = learner.layout
+    average = consensus.average
+    target_rows = learner.sim._target_rows
+    if target_rows is None:
+        return None
+    groups = {layout.group_of(int(row)) for row in target_rows}
+    if not groups <= {average, consensus.absorb}:
+        return None
+    lr = method.lr / layout.count(average)
     x0 = learner.sim.trace.initial_state[learner.consensus_row]
-    sigma2 = max(learner.problem.gradient_variance(x0, ds.A_train[shard], ds.y_train[shard],
-                                                   learner.batch)
-                 for shard in learner.shards)
+    full = learner.problem.grad(x0, ds.A_train, ds.y_train)
+    sigma2 = max(
+        learner.problem.gradient_variance(x0, ds.A_train[shard], ds.y_train[shard],
+                                          learner.batch)
+        + float(np.sum((learner.problem.grad(x0, ds.A_train[shard], ds.y_train[shard])
+                        - full) ** 2))
+        for shard in learner.shards)
     return {
-        "L": L, "sigma2": sigma2, "lr": method.lr, "t_mix": t_mix, "xi": xi,
-        "steps": [row["step"] for row in result.rows],
-        "bound": theorem1_bound(result.rows, L=L, sigma2=sigma2, lr=method.lr, t_mix=t_mix,
-                                xi=xi),
+        "L": L, "sigma2": sigma2, "lr": method.lr, "consensus_lr": lr, "t_mix": t_mix,
+        "xi": xi, "steps": [row["step"] for row in result.rows],
+        "bound": theorem1_bound(result.rows, L=L, sigma2=sigma2, lr=lr, t_mix=t_mix, xi=xi),
         "measured": running_mean_squared_gradient(result.rows),
     }
 

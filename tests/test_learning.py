@@ -117,3 +117,32 @@ def test_quickstart_runs_and_learns(tmp_path):
     assert table["loss"][-1] < table["loss"][0]
     assert result.summary["t_mix"] == 8 * 4  # ring of 8: k = 4 rounds
     assert (tmp_path / "curves.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize(
+    ("protocol", "placement"),
+    [("local-step", "worker"), ("async-ps", "worker"), ("hogwild", "worker"),
+     ("async-ring", "worker"), ("gossip", "worker"), ("delayed", "server"),
+     ("async-ps", "server"), ("sparse", "worker"), ("hybrid", "worker")],
+)
+def test_every_kind_of_run_learns(protocol, placement):
+    result = run(_scenario(workers=4, protocol={"name": protocol}, steps=160, eval_every=80,
+                           data={"name": "breast-cancer", "batch": 16},
+                           optimizer={"placement": placement,
+                                      "method": {"name": "amsgrad", "lr": 0.02}}))
+    loss = result.table["loss"]
+    assert loss[-1] < 0.7 * loss[0]
+
+
+def test_theorem1_bound_is_computed_and_holds_for_sgd_least_squares():
+    result = run(_scenario(workers=4, protocol={"name": "sync-ring"},
+                           problem={"name": "least-squares"},
+                           data={"name": "synthetic-linear", "batch": 8},
+                           optimizer={"method": {"name": "sgd", "lr": 0.01}},
+                           steps=400, eval_every=40, outputs={"measure_mixing": True}))
+    bound = result.summary["theorem1"]
+    assert bound is not None and bound["t_mix"] == 4 and bound["xi"] == 1.0
+    assert bound["L"] > 0 and bound["sigma2"] > 0
+    pairs = [(m, b) for m, b in zip(bound["measured"], bound["bound"], strict=True)
+             if b is not None]
+    assert pairs and all(m <= b for m, b in pairs)
