@@ -14,7 +14,7 @@ from contextlib import contextmanager
 
 from mixsim.errors import ConfigError
 
-__all__ = ["dask_client", "map_runs_on"]
+__all__ = ["dask_client", "map_runs_on", "mixing_times"]
 
 #: Seconds to wait for an existing scheduler to answer.
 _CONNECT_TIMEOUT = 30
@@ -99,3 +99,32 @@ def map_runs_on(client):
                 future.release()
 
     return map_runs
+
+
+def mixing_times(protocols: list, workers: list[int], *, map_runs=None, **kwargs) -> dict:
+    """:func:`mixsim.mixing_time` of several protocols: ``{protocol: [MixingTime per n]}``.
+
+    With ``map_runs`` (from :func:`map_runs_on`), every (protocol, n) is submitted at once,
+    from threads of this process, so that the cluster is not idle between them. Each
+    (protocol, n) depends only on its own seeds: the values are those of the serial loop.
+    Keyword arguments are those of :func:`mixsim.mixing_time`.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    from mixsim.mixing import mixing_time
+    from mixsim.protocol import load_protocol
+
+    if map_runs is None:
+        return {protocol: mixing_time(protocol, workers, **kwargs) for protocol in protocols}
+    # Mistakes are reported before anything is submitted, as in the serial loop.
+    for n in workers:
+        if n < 1:
+            raise ConfigError(f"{n!r} workers: must be an integer >= 1", key="workers")
+    for protocol in protocols:
+        load_protocol(protocol, kwargs.get("params"))
+    with ThreadPoolExecutor(max_workers=len(protocols) * len(workers)) as pool:
+        futures = {(protocol, n): pool.submit(mixing_time, protocol, [n], **kwargs,
+                                              map_runs=map_runs)
+                   for protocol in protocols for n in workers}
+        return {protocol: [futures[protocol, n].result()[0] for n in workers]
+                for protocol in protocols}

@@ -148,11 +148,11 @@ def _dask_runs(args):
 
 
 def _cmd_mixing_time(args) -> int:
-    from mixsim.mixing import mixing_time
+    from mixsim._dask import mixing_times
 
-    kwargs = _mixing_kwargs(args)
     with _dask_runs(args) as map_runs:
-        results = mixing_time(args.protocol, args.workers, **kwargs, map_runs=map_runs)
+        results = mixing_times([args.protocol], args.workers, map_runs=map_runs,
+                               **_mixing_kwargs(args))[args.protocol]
     method = results[0].method if len({r.method for r in results}) == 1 else "auto"
     if args.plot:
         from mixsim.plotting import plot_mixing_times
@@ -168,15 +168,12 @@ def _cmd_mixing_time(args) -> int:
 
 
 def _cmd_compare(args) -> int:
-    from mixsim.mixing import mixing_time
+    from mixsim._dask import mixing_times
     from mixsim.plotting import plot_mixing_times
 
-    kwargs = _mixing_kwargs(args)
-    all_results = {}
     with _dask_runs(args) as map_runs:
-        for protocol in args.protocols:
-            all_results[protocol] = mixing_time(protocol, args.workers, **kwargs,
-                                                map_runs=map_runs)
+        all_results = mixing_times(args.protocols, args.workers, map_runs=map_runs,
+                                   **_mixing_kwargs(args))
     if args.plot:
         plot_mixing_times(all_results, args.plot, title=args.title)
     if args.json:
