@@ -1,0 +1,77 @@
+"""Speed-up of the seed 002 Figure 3 computation on a local Dask cluster (target >= 1.7 with
+2 processes on a 2-core machine).
+
+Computes Figure 3 (protocols allreduce, local-step, async-ps, sync-ring, async-ring; n in
+2..64; ``--runs`` Monte Carlo runs each, seed 0) twice in the same process: serially, then
+with the runs spread over a local Dask cluster of ``--processes`` worker processes (the
+mechanism of ``mixsim compare --dask-workers K``: every protocol and n submitted at once,
+runs in batches), checks that both give the same values,
+and prints the times and their ratio. The cluster's start (and the workers' first import
+of mixsim and numba's cache) is timed apart and left out of the ratio; the ratio with it is
+printed too.
+
+Run: python benchmarks/bench_sweep.py [--runs 1000] [--processes 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+
+from mixsim import mixing_time
+from mixsim._dask import dask_client, map_runs_on, mixing_times
+
+PROTOCOLS = ["allreduce", "local-step", "async-ps", "sync-ring", "async-ring"]
+WORKERS = [2, 4, 8, 16, 32, 64]
+TARGET = 1.7
+
+
+def figure3(runs: int, map_runs=None) -> dict:
+    """``{protocol: [(n, t_mix, samples), ...]}`` for the Figure 3 computation."""
+    results = mixing_times(PROTOCOLS, WORKERS, runs=runs, seed=0, map_runs=map_runs)
+    return {protocol: [(r.workers, r.t_mix, r.samples) for r in rows]
+            for protocol, rows in results.items()}
+
+
+def same(a: dict, b: dict) -> bool:
+    return all(n1 == n2 and t1 == t2 and np.array_equal(s1, s2)
+               for p in PROTOCOLS for (n1, t1, s1), (n2, t2, s2) in zip(a[p], b[p], strict=True))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--runs", type=int, default=1000)
+    parser.add_argument("--processes", type=int, default=2)
+    args = parser.parse_args()
+    mixing_time("async-ring", [4], runs=2)  # compile (numba cache) outside the timing
+
+    start = time.perf_counter()
+    serial = figure3(args.runs)
+    serial_time = time.perf_counter() - start
+    print(f"serial: {serial_time:.1f} s ({args.runs} runs per protocol and n)")
+
+    start = time.perf_counter()
+    with dask_client(workers=args.processes) as client:
+        map_runs = map_runs_on(client)
+        client.run(lambda: mixing_time("async-ring", [4], runs=2))  # each worker's first use
+        startup = time.perf_counter() - start
+        start = time.perf_counter()
+        parallel = figure3(args.runs, map_runs)
+        parallel_time = time.perf_counter() - start
+    print(f"local cluster, {args.processes} processes: {parallel_time:.1f} s "
+          f"(+ {startup:.1f} s to start the cluster and warm its workers)")
+    identical = same(serial, parallel)
+    ratio = serial_time / parallel_time
+    ratio_with_start = serial_time / (parallel_time + startup)
+    verdict = "met" if ratio >= TARGET else "NOT met"
+    print(f"identical results: {identical}; speed-up {ratio:.2f} (target {TARGET}: {verdict}); "
+          f"with the cluster's start {ratio_with_start:.2f}")
+    for protocol in PROTOCOLS:
+        values = ", ".join(f"n={n}: {t:g}" for n, t, _ in serial[protocol])
+        print(f"{protocol:>11}: t_mix {values}")
+
+
+if __name__ == "__main__":
+    main()
