@@ -20,6 +20,10 @@ import math
 
 import numba
 import numpy as np
+from llvmlite import ir
+from numba.core import cgutils, types
+from numba.cpython.unsafe.numbers import trailing_zeros as _trailing_zeros
+from numba.extending import intrinsic
 
 from mixsim._numba import JIT_OPTIONS
 
@@ -34,6 +38,30 @@ _SAMPLE = 16384
 _SMALL = 8 * _SAMPLE
 # Rounds of Algorithm 2 (seed 000) before the probabilities are finished by sorting.
 _CAPPED_ROUNDS = 32
+# Error-feedback top-k (the fused step): sample size and margin of the threshold (standard
+# deviations of the sampled count), block of the candidate pass, histogram buckets.
+_EF_SAMPLE = 16384
+_EF_SIGMAS = 3.0
+_BLOCK = 1024
+_BUCKETS = 4096
+_AHEAD = 16
+
+
+@intrinsic
+def _prefetch_write(typingctx, arr, i):
+    """Hint the CPU to fetch ``arr[i]`` for writing (``llvm.prefetch``); no effect on values."""
+
+    def codegen(context, builder, signature, args):
+        array_type = signature.args[0]
+        array = context.make_array(array_type)(context, builder, args[0])
+        ptr = cgutils.get_item_pointer(context, builder, array_type, array, [args[1]])
+        i32 = ir.IntType(32)
+        fnty = ir.FunctionType(ir.VoidType(), [ptr.type, i32, i32, i32])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0")
+        builder.call(fn, [ptr, i32(1), i32(3), i32(1)])
+        return context.get_dummy_value()
+
+    return types.void(arr, i), codegen
 
 
 # ---------------------------------------------------------------- optimizers
@@ -113,6 +141,33 @@ def _amsgrad_sparse_step(x, idx, vals, m, v, v_hat, lr, b1, c1, b2, c2, eps):
     start = 0
     for j in range(idx.shape[0]):
         i = idx[j]
+        _amsgrad_decay(x, m, v, v_hat, lr, b1, b2, eps, start, i)
+        gi = vals[j]
+        mi = b1 * m[i] + c1 * gi
+        vi = b2 * v[i] + c2 * gi * gi
+        hi = np.maximum(v_hat[i], vi)
+        m[i] = mi
+        v[i] = vi
+        v_hat[i] = hi
+        x[i] -= lr * mi / np.sqrt(hi + eps)
+        start = i + 1
+    _amsgrad_decay(x, m, v, v_hat, lr, b1, b2, eps, start, x.shape[0])
+
+
+@njit
+def _ef_amsgrad_sparse_step(x, e, idx, vals, m, v, v_hat, lr, b1, c1, b2, c2, eps):
+    """:func:`_amsgrad_sparse_step` that also sets ``e[idx] = 0`` (the error-feedback
+    memory gives away what it sends), in the same pass.
+
+    ``e`` is prefetched a few selected indices ahead of the write: the store would miss the
+    cache and hold up the stores of the streaming loops.
+    """
+    n = idx.shape[0]
+    start = 0
+    for j in range(n):
+        i = idx[j]
+        _prefetch_write(e, idx[min(j + _AHEAD, n - 1)])
+        e[i] = 0.0
         _amsgrad_decay(x, m, v, v_hat, lr, b1, b2, eps, start, i)
         gi = vals[j]
         mi = b1 * m[i] + c1 * gi
@@ -305,41 +360,75 @@ def _top_k_select(x, k, idx):
 
 
 @njit
+def _typed(like, value):
+    """``value`` converted to the dtype of the array ``like`` (float32 stays float32)."""
+    box = np.empty(1, like.dtype)
+    box[0] = value
+    return box[0]
+
+
+@njit
+def _ef_threshold(g, e, k, d):
+    """Threshold for the error-feedback top-k: about ``_EF_SIGMAS`` standard deviations
+    below the expected k-th magnitude of ``e + g``, estimated from a strided sample of
+    ``_EF_SAMPLE`` entries (``np.partition``, not a sort). ``-1.0`` if the sample cannot
+    separate."""
+    stride = d // _EF_SAMPLE
+    sample = np.empty(_EF_SAMPLE, np.float64)
+    for j in range(_EF_SAMPLE):
+        i = j * stride
+        sample[j] = _magnitude(e[i] + g[i])
+    expected = k * _EF_SAMPLE / d
+    rank = int(math.ceil(expected + _EF_SIGMAS * math.sqrt(expected) + 2.0))
+    if rank >= _EF_SAMPLE:
+        return -1.0
+    t = np.partition(sample, _EF_SAMPLE - rank)[_EF_SAMPLE - rank]
+    if not (t > 0.0) or t == np.inf:
+        return -1.0
+    return t
+
+
+@njit
 def _ef_collect(g, e, t, cap, cand, found):
     """``e += g``; collect into ``cand``/``found`` the indices and values with ``|e| >= t``
-    (or NaN).
+    (or NaN), in increasing index order. ``t`` has ``e``'s dtype.
 
-    Chunks of 16: a vectorised pass adds and flags the chunk, and only flagged chunks are
-    scanned one by one, so the pass runs at memory speed. Indices are unsigned inside the
-    chunks: a signed index from ``range(start, stop)`` makes numba emit the negative-index
-    wrap-around, which stops vectorisation. Returns the number of candidates (it may
-    exceed ``cap``; only ``cap`` are stored).
+    Branch-free: a vectorised loop adds and packs the comparisons of 64 entries into the
+    bits of one word (``_BLOCK`` entries at a time), then only the set bits are visited
+    (count trailing zeros, clear the lowest bit). ``cand`` and ``found`` must hold
+    ``cap + _BLOCK`` entries. Returns the number of candidates; if it exceeds ``cap`` not
+    all of them are stored.
     """
     d = e.shape[0]
+    words = _BLOCK // 64
+    masks = np.zeros(words, np.uint64)
+    one = np.uint64(1)
     n = 0
-    chunk = 16
-    for block in range(d // chunk):
-        base = np.uint64(block * chunk)
-        hit = False
-        for j in range(chunk):
-            i = base + np.uint64(j)
-            a = e[i] + g[i]
-            e[i] = a
-            hit |= not (abs(a) < t)
-        if hit:
-            for j in range(chunk):
-                i = base + np.uint64(j)
-                a = e[i]
-                if not (abs(a) < t):
-                    if n < cap:
-                        cand[n] = i
-                        found[n] = a
-                    n += 1
-    for i in range(d - d % chunk, d):
+    full = d - d % _BLOCK
+    for start in range(0, full, _BLOCK):
+        for w in range(words):
+            bits = np.uint64(0)
+            for j in range(64):
+                i = np.uint64(start + 64 * w + j)
+                a = e[i] + g[i]
+                e[i] = a
+                bits |= np.uint64(not (abs(a) < t)) << np.uint64(j)
+            masks[w] = bits
+        store = n <= cap
+        for w in range(words):
+            bits = masks[w]
+            while bits != 0:
+                if store:
+                    i = start + 64 * w + np.int64(_trailing_zeros(bits))
+                    cand[n] = i
+                    found[n] = e[i]
+                n += 1
+                bits &= bits - one
+    for i in range(full, d):
         a = e[i] + g[i]
         e[i] = a
         if not (abs(a) < t):
-            if n < cap:
+            if n <= cap:
                 cand[n] = i
                 found[n] = a
             n += 1
@@ -347,34 +436,115 @@ def _ef_collect(g, e, t, cap, cand, found):
 
 
 @njit
-def _ef_top_k(g, e, k, idx, vals):
-    """Error feedback with top-k in one pass: ``e += g``, select top-k of ``e``, move them out.
+def _gather_above(found, cand, n, k, t, idx, vals, buckets):
+    """Like :func:`_gather_top` for candidates whose magnitudes are all ``>= t > 0``; the
+    selected values go to ``vals``.
 
-    On return ``vals[:k] = (g + e_old)[idx[:k]]`` and ``e`` holds the remainder (the selected
-    entries set to zero). Returns ``k``.
+    The k-th magnitude is found with a histogram on ``[t, 2t)`` (``_BUCKETS`` buckets plus
+    one for everything above) and an exact selection inside the one bucket that holds it.
+    The bucket of a magnitude is a monotone function of it, so the answer is that of a full
+    selection; the passes over the candidates are vectorised or branch-free. ``buckets``
+    is uint16 scratch of at least ``n`` entries.
+    """
+    base = float(t)
+    scale = _BUCKETS / base
+    top = float(_BUCKETS)
+    for j in range(n):
+        a = abs(float(found[j]))
+        q = (a - base) * scale
+        q = q if q < top else top  # NaN and inf land in the top bucket
+        q = q if q > 0.0 else 0.0
+        buckets[j] = np.uint16(q)
+    counts = np.zeros(_BUCKETS + 1, np.int64)
+    for j in range(n):
+        counts[buckets[j]] += 1
+    above = 0
+    b = _BUCKETS
+    while above + counts[b] < k:
+        above += counts[b]
+        b -= 1
+    inside = np.empty(counts[b], np.float64)
+    q = 0
+    for j in range(n):
+        if buckets[j] == b:
+            inside[q] = _magnitude(found[j])
+            q += 1
+    r = q - (k - above)
+    kth = np.partition(inside, r)[r]
+    bigger = above
+    for j in range(q):
+        if inside[j] > kth:
+            bigger += 1
+    ties = k - bigger
+    bb = np.uint16(b)
+    out = 0
+    for j in range(n):
+        if out >= k:
+            break
+        bj = buckets[j]
+        take = bj > bb
+        if bj == bb:
+            mj = _magnitude(found[j])
+            take = mj > kth
+            if mj == kth and ties > 0:
+                take = True
+                ties -= 1
+        idx[out] = cand[j]
+        vals[out] = found[j]
+        out += np.int64(take)
+    return out
+
+
+@njit
+def _ef_capacity(k, d):
+    """Candidates the error-feedback top-k stores at most (its buffers hold ``+ _BLOCK``)."""
+    return min(d, 2 * k + 4 * _BLOCK)
+
+
+@njit
+def _ef_select(g, e, k, idx, vals, cand, found, buckets):
+    """``e += g`` and the top-k of the new ``e``: indices (increasing) into ``idx[:k]``,
+    values into ``vals[:k]``; ``e`` is left unchanged otherwise (the caller clears the
+    selected entries). Returns ``k``.
+
+    ``cand`` (int64), ``found`` (``e``'s dtype) and ``buckets`` (uint16) are scratch of
+    ``_ef_capacity(k, d) + _BLOCK`` entries, passed in so that a caller can reuse them
+    (fresh pages cost a page fault each on first touch).
     """
     d = e.shape[0]
     n = -1
     if 0 < k < d and d >= _SMALL:
-        sample = _strided_sample(g, e, d)
-        t = _sample_threshold(sample, k, d, 1.0)
-        if t >= 0.0:
-            cap = _candidate_capacity(k, d, 1.0)
-            cand = np.empty(cap, np.int64)
-            found = np.empty(cap, e.dtype)
-            count = _ef_collect(g, e, t, cap, cand, found)
+        t = _ef_threshold(g, e, k, d)
+        if t > 0.0:
+            tt = _typed(e, t)
+            cap = _ef_capacity(k, d)
+            count = _ef_collect(g, e, tt, cap, cand, found)
             if k <= count <= cap:
-                n = _gather_top(found, cand, count, k, idx)
-            else:
-                n = _top_k_select(e, k, idx)
+                return _gather_above(found, cand, count, k, tt, idx, vals, buckets)
+            n = _top_k_select(e, k, idx)
     if n < 0:
         for i in range(d):
             e[i] += g[i]
         n = _top_k_select(e, k, idx)
     for j in range(n):
-        i = idx[j]
-        vals[j] = e[i]
-        e[i] = 0.0
+        vals[j] = e[idx[j]]
+    return n
+
+
+@njit
+def _ef_top_k(g, e, k, idx, vals):
+    """Error feedback with top-k: ``e += g``, select top-k of ``e``, move them out.
+
+    On return ``vals[:k] = (g + e_old)[idx[:k]]`` and ``e`` holds the remainder (the selected
+    entries set to zero). Returns ``k``.
+    """
+    size = _ef_capacity(k, e.shape[0]) + _BLOCK
+    cand = np.empty(size, np.int64)
+    found = np.empty(size, e.dtype)
+    buckets = np.empty(size, np.uint16)
+    n = _ef_select(g, e, k, idx, vals, cand, found, buckets)
+    for j in range(n):
+        e[idx[j]] = 0.0
     return n
 
 

@@ -11,6 +11,7 @@ interchangeable; the fused form is also available explicitly as
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 
 import numpy as np
@@ -90,17 +91,35 @@ def fused_ef_top_k_amsgrad(
         ams = AMSGradState(0, _zeros(params), _zeros(params), _zeros(params))
         return (ErrorFeedbackState(_zeros(params), CompressorState(0)), ams)
 
+    scratch = threading.local()
+
+    def buffers(kk, d, dtype):
+        """Scratch arrays of the selection, kept between steps (per thread): fresh ones
+        would cost a page fault per page on first touch, several percent of a step."""
+        key = (kk, d, dtype)
+        if getattr(scratch, "key", None) != key:
+            size = _kernels._ef_capacity(kk, d) + _kernels._BLOCK
+            scratch.arrays = (
+                np.empty(kk, np.int64),
+                np.empty(kk, dtype),
+                np.empty(size, np.int64),
+                np.empty(size, dtype),
+                np.empty(size, np.uint16),
+            )
+            scratch.key = key
+        return scratch.arrays
+
     def raw_step(g, state, x):
         ef, ams = state
         d = x.shape[0]
         kk = _count(k, density, d)
-        idx = np.empty(kk, np.int64)
-        vals = np.empty(kk, x.dtype)
-        n = _kernels._ef_top_k(g, ef.error, kk, idx, vals)
+        idx, vals, cand, found, buckets = buffers(kk, d, x.dtype)
+        n = _kernels._ef_select(g, ef.error, kk, idx, vals, cand, found, buckets)
         count = ams.count + 1
         t = x.dtype.type
-        _kernels._amsgrad_sparse_step(
+        _kernels._ef_amsgrad_sparse_step(
             x,
+            ef.error,
             idx[:n],
             vals[:n],
             ams.m,
