@@ -102,7 +102,7 @@ if not SMALL:
                 < mlp["uniform", s]["loss"][-1])'''),
         new_markdown_cell(
             "## Logistic regression (Fig 2)\n\nBinary logistic regression on breast-cancer "
-            "(d = 31: at s = 0.01 one coordinate is sent every third step on average)."),
+            "(d = 30: at s = 0.01 one coordinate is sent every third step on average)."),
         new_code_cell('''logistic = grid(LOGISTIC, epochs=10 if SMALL else 100)
 plot(logistic)
 finals(logistic)'''),
@@ -184,7 +184,7 @@ def nb04():
             "full-batch gradients. CD-Adam (Alg. 1: Markov compression both ways, AMSGrad on "
             "the workers) against AMSGrad with error feedback, naive compression and no "
             "compression (all on a synchronous parameter server), plus EF21 and 1-bit Adam "
-            "(§7.2). The paper's LibSVM datasets are replaced by breast-cancer (d = 31). Each "
+            "(§7.2). The paper's LibSVM datasets are replaced by breast-cancer (d = 30). Each "
             "method gets the best step size of the paper's grid 0.001 ... 0.009 by final "
             "gradient norm; the whole grid is shown.\n\n"
             "`MIXSIM_NOTEBOOK_SMALL=1` runs a reduced version."),
@@ -248,7 +248,7 @@ plot(topk_runs, topk_best, "top-1 (Fig 4)")
             "mixsim counts 32 d bits for every message of a server-side method, so 1-bit "
             "Adam's bits are recounted here from seed 003 Table 2: 32 d both ways during "
             "warm-up, 32 + d afterwards."),
-        new_code_cell('''d = 31
+        new_code_cell('''d = 30
 warmup = int(0.13 * ROUNDS)
 ef21 = mixsim.run(CD, overrides={**QUIET, "steps": 20 * ROUNDS, "eval_every": 20,
                                  "optimizer.placement": "server", "optimizer.memory": "markov",

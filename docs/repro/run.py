@@ -230,10 +230,10 @@ def seed001(seeds):
 # ---------------------------------------------------------------------------------------
 LRS = (0.001, 0.003, 0.005, 0.007, 0.009)
 SEED003_DATA = {
-    "breast-cancer": ({}, 31),
-    "synthetic-d301": ({"data": {"name": "synthetic-classification", "samples": 2000,
+    "breast-cancer": ({}, 30),
+    "synthetic-d300": ({"data": {"name": "synthetic-classification", "samples": 2000,
                                  "features": 300, "classes": 2, "test_fraction": 0.2,
-                                 "partition": {"method": "iid"}, "batch": None}}, 301),
+                                 "partition": {"method": "iid"}, "batch": None}}, 300),
 }
 SEED003_COMPRESSORS = {"scaled-sign": {"name": "scaled-sign"}, "top-1": {"name": "top-k", "k": 1}}
 SEED003_METHODS = {
