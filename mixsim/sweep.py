@@ -367,6 +367,8 @@ def _resolve(spec, base, chosen, seed, source, lines, base_source, base_lines) -
             raise ConfigError(exc.message, source=origins[key],
                               key=f"{section}.{key}") from None
     config["seed"] = seed
+    if spec.kind == "mixing-time" and isinstance(config.get("workers"), int):
+        config["workers"] = [config["workers"]]
     axes = {key: value for _, key, _, value in chosen}
     model = Scenario if spec.kind == "run" else MixingPoint
     try:

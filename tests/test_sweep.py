@@ -188,6 +188,19 @@ seeds: [0, 5]
     png = tmp_path / "t.png"
     assert main(["plot", str(out), "--metric", "t_mix", "--x", "workers", "--group",
                  "protocol", "--out", str(png)]) == 0
+    # workers as an axis: one point per number of workers, the same values.
+    by_n = _write(tmp_path, """\
+name: rings-by-n
+kind: mixing-time
+protocol: async-ring
+runs: 6
+grid: {workers: [3, 4]}
+seeds: [5]
+""", "by_n.yaml")
+    run_sweep(by_n, tmp_path / "by_n")
+    _, split = results_table(tmp_path / "by_n")
+    assert [(r["workers"], r["t_mix"]) for r in split] == [(3, serial[0].t_mix),
+                                                           (4, serial[1].t_mix)]
 
 
 @pytest.mark.parametrize(
