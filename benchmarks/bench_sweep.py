@@ -16,6 +16,7 @@ Run: python benchmarks/bench_sweep.py [--runs 1000] [--processes 2]
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
 import numpy as np
@@ -47,27 +48,39 @@ def main() -> None:
     args = parser.parse_args()
     mixing_time("async-ring", [4], runs=2)  # compile (numba cache) outside the timing
 
-    start = time.perf_counter()
+    print(f"cores: {os.cpu_count()}; load average before: {os.getloadavg()[0]:.1f} "
+          "(other busy processes share the cores and lower the speed-up)")
+    start, cpu = time.perf_counter(), time.process_time()
     serial = figure3(args.runs)
-    serial_time = time.perf_counter() - start
-    print(f"serial: {serial_time:.1f} s ({args.runs} runs per protocol and n)")
+    serial_time, serial_cpu = time.perf_counter() - start, time.process_time() - cpu
+    print(f"serial: {serial_time:.1f} s wall, {serial_cpu:.1f} s CPU "
+          f"({args.runs} runs per protocol and n)")
 
     start = time.perf_counter()
     with dask_client(workers=args.processes) as client:
         map_runs = map_runs_on(client)
         client.run(lambda: mixing_time("async-ring", [4], runs=2))  # each worker's first use
         startup = time.perf_counter() - start
-        start = time.perf_counter()
+        before = client.run(time.process_time)
+        start, cpu = time.perf_counter(), time.process_time()
         parallel = figure3(args.runs, map_runs)
-        parallel_time = time.perf_counter() - start
-    print(f"local cluster, {args.processes} processes: {parallel_time:.1f} s "
-          f"(+ {startup:.1f} s to start the cluster and warm its workers)")
+        parallel_time, driver_cpu = time.perf_counter() - start, time.process_time() - cpu
+        after = client.run(time.process_time)
+    worker_cpu = [after[w] - before[w] for w in after]
+    print(f"local cluster, {args.processes} processes: {parallel_time:.1f} s wall "
+          f"(+ {startup:.1f} s to start the cluster and warm its workers); CPU: workers "
+          f"{', '.join(f'{c:.1f}' for c in worker_cpu)} s, this process {driver_cpu:.1f} s")
     identical = same(serial, parallel)
     ratio = serial_time / parallel_time
     ratio_with_start = serial_time / (parallel_time + startup)
     verdict = "met" if ratio >= TARGET else "NOT met"
     print(f"identical results: {identical}; speed-up {ratio:.2f} (target {TARGET}: {verdict}); "
           f"with the cluster's start {ratio_with_start:.2f}")
+    # With idle cores the wall time would be the busiest worker's CPU time: an estimate,
+    # labelled as one, of the speed-up on an otherwise idle machine.
+    print(f"CPU overhead of the cluster {sum(worker_cpu) / serial_cpu:.2f}x the serial CPU; "
+          f"estimated speed-up on idle cores (serial CPU / busiest worker's CPU) "
+          f"{serial_cpu / max(worker_cpu):.2f}")
     for protocol in PROTOCOLS:
         values = ", ".join(f"n={n}: {t:g}" for n, t, _ in serial[protocol])
         print(f"{protocol:>11}: t_mix {values}")
