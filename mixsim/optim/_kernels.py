@@ -45,6 +45,8 @@ _EF_SIGMAS = 3.0
 _BLOCK = 1024
 _BUCKETS = 4096
 _AHEAD = 16
+# Length of the fixed spans of the sparse AMSGrad pass.
+_SPAN = 64
 
 
 @intrinsic
@@ -113,63 +115,64 @@ def _amsgrad_step(x, g, m, v, v_hat, lr, b1, c1, b2, c2, eps):
 
 
 @njit
-def _amsgrad_decay(x, m, v, v_hat, lr, b1, b2, eps, start, stop):
-    """AMSGrad step on ``[start, stop)`` with a zero gradient (the moments decay).
-
-    The index is unsigned: a signed one from ``range(start, stop)`` makes numba emit the
-    negative-index wrap-around, which stops vectorisation.
-    """
-    for j in range(stop - start):
-        i = np.uint64(start + j)
-        mi = b1 * m[i]
-        vi = b2 * v[i]
-        hi = np.maximum(v_hat[i], vi)
-        m[i] = mi
-        v[i] = vi
-        v_hat[i] = hi
-        x[i] -= lr * mi / np.sqrt(hi + eps)
-
-
-@njit
-def _amsgrad_sparse_step(x, idx, vals, m, v, v_hat, lr, b1, c1, b2, c2, eps):
-    """AMSGrad with the gradient given as increasing indices and values (zero elsewhere).
-
-    The runs of zero gradient between two given indices are vectorised decay loops, the
-    given entries are updated in between: one streaming pass over memory, the same numbers
-    as the dense step on the scattered gradient, no dense gradient materialised.
-    """
-    start = 0
-    for j in range(idx.shape[0]):
-        i = idx[j]
-        _amsgrad_decay(x, m, v, v_hat, lr, b1, b2, eps, start, i)
-        gi = vals[j]
-        mi = b1 * m[i] + c1 * gi
-        vi = b2 * v[i] + c2 * gi * gi
-        hi = np.maximum(v_hat[i], vi)
-        m[i] = mi
-        v[i] = vi
-        v_hat[i] = hi
-        x[i] -= lr * mi / np.sqrt(hi + eps)
-        start = i + 1
-    _amsgrad_decay(x, m, v, v_hat, lr, b1, b2, eps, start, x.shape[0])
-
-
-@njit
 def _ef_amsgrad_sparse_step(x, e, idx, vals, m, v, v_hat, lr, b1, c1, b2, c2, eps):
-    """:func:`_amsgrad_sparse_step` that also sets ``e[idx] = 0`` (the error-feedback
-    memory gives away what it sends), in the same pass.
+    """AMSGrad with the gradient given as increasing indices ``idx`` and values ``vals``
+    (zero elsewhere), and ``e[idx] = 0`` (error feedback gives away what it sends): one
+    streaming pass, no dense gradient materialised.
 
-    ``e`` is prefetched a few selected indices ahead of the write: the store would miss the
-    cache and hold up the stores of the streaming loops.
+    Spans of ``_SPAN`` entries run the dense step on a small gradient buffer, zero except
+    at the span's given indices: the same arithmetic as :func:`_amsgrad_step` on the
+    scattered gradient (bit for bit, signed zeros included), in fixed-length vectorised
+    loops (unsigned indices: a signed one makes numba emit the negative-index wrap-around,
+    which stops vectorisation). ``e`` is prefetched a few indices ahead of its write, which
+    would otherwise miss the cache and hold up the streaming stores.
     """
+    d = x.shape[0]
     n = idx.shape[0]
-    start = 0
-    for j in range(n):
-        i = idx[j]
-        _prefetch_write(e, idx[min(j + _AHEAD, n - 1)])
-        e[i] = 0.0
-        _amsgrad_decay(x, m, v, v_hat, lr, b1, b2, eps, start, i)
-        gi = vals[j]
+    buf = np.zeros(_SPAN, x.dtype)
+    j = 0
+    full = d - d % _SPAN
+    nxt = idx[0] if n > 0 else d
+    for start in range(0, full, _SPAN):
+        stop = start + _SPAN
+        if nxt >= stop:
+            for q in range(_SPAN):
+                i = np.uint64(start + q)
+                gi = buf[q]
+                mi = b1 * m[i] + c1 * gi
+                vi = b2 * v[i] + c2 * gi * gi
+                hi = np.maximum(v_hat[i], vi)
+                m[i] = mi
+                v[i] = vi
+                v_hat[i] = hi
+                x[i] -= lr * mi / np.sqrt(hi + eps)
+        else:
+            j0 = j
+            while j < n and idx[j] < stop:
+                i = idx[j]
+                _prefetch_write(e, idx[min(j + _AHEAD, n - 1)])
+                e[i] = 0.0
+                buf[i - start] = vals[j]
+                j += 1
+            nxt = idx[j] if j < n else d
+            for q in range(_SPAN):
+                i = np.uint64(start + q)
+                gi = buf[q]
+                mi = b1 * m[i] + c1 * gi
+                vi = b2 * v[i] + c2 * gi * gi
+                hi = np.maximum(v_hat[i], vi)
+                m[i] = mi
+                v[i] = vi
+                v_hat[i] = hi
+                x[i] -= lr * mi / np.sqrt(hi + eps)
+            for q in range(j0, j):
+                buf[idx[q] - start] = 0.0
+    for i in range(full, d):
+        gi = buf[0]
+        if j < n and idx[j] == i:
+            e[i] = 0.0
+            gi = vals[j]
+            j += 1
         mi = b1 * m[i] + c1 * gi
         vi = b2 * v[i] + c2 * gi * gi
         hi = np.maximum(v_hat[i], vi)
@@ -177,8 +180,6 @@ def _ef_amsgrad_sparse_step(x, e, idx, vals, m, v, v_hat, lr, b1, c1, b2, c2, ep
         v[i] = vi
         v_hat[i] = hi
         x[i] -= lr * mi / np.sqrt(hi + eps)
-        start = i + 1
-    _amsgrad_decay(x, m, v, v_hat, lr, b1, b2, eps, start, x.shape[0])
 
 
 @njit
