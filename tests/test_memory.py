@@ -44,6 +44,36 @@ def test_error_feedback_top_k_matches_naive(dtype, d):
         assert c.dtype == dtype and state.error.dtype == dtype
 
 
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda rng, d: rng.integers(-3, 4, d).astype(np.float32),  # heavy ties, zeros
+        lambda rng, d: np.where(np.arange(d) % 16 == 0, 10.0, rng.random(d)),  # sample fooled
+        lambda rng, d: np.where(np.arange(d) % 16 == 0, 1.0 + rng.random(d) * 1e-3, 0.5),
+        lambda rng, d: np.where(np.arange(d) % 2 == 1, rng.standard_normal(d), 0.0),
+        lambda rng, d: np.where(rng.random(d) < 0.001, np.nan, rng.standard_normal(d)),
+        lambda rng, d: rng.standard_normal(d) * np.exp(rng.standard_normal(d) * 4),  # wide
+    ],
+)
+@pytest.mark.parametrize("k", [1, 100, 5000])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_error_feedback_top_k_large_d_stays_exact(make, k, dtype):
+    """The sampled threshold, the candidate pass, the histogram selection and their
+    fallbacks (too few or too many candidates) against the naive top-k, over steps."""
+    d = 2 * _kernels._SMALL + 37
+    rng = np.random.default_rng(k)
+    ef = error_feedback(top_k(k))
+    state = ef.init(np.zeros(d, dtype))
+    e = np.zeros(d, dtype)
+    for _ in range(3):
+        g = make(rng, d).astype(dtype)
+        c, state = ef.update(g, state)
+        rc, e = naive.error_feedback_top_k(g, e, k)
+        e[~np.isfinite(rc)] = 0.0  # a sent NaN/inf leaves 0 (moved out), not inf - inf
+        np.testing.assert_array_equal(c, rc)
+        np.testing.assert_array_equal(state.error, e)
+
+
 @settings(max_examples=50, deadline=None)
 @given(arrays(np.float64, st.integers(1, 40), elements=finite), st.data())
 def test_error_feedback_conserves_the_sum(g, data):
