@@ -255,8 +255,9 @@ class _Learner:
             update, self.worker_state[worker] = self.worker_tx[worker].update(
                 g, self.worker_state[worker], view)
             if self.to_server:
-                self.bits_up += (optim.message_bits(self.worker_state[worker])
-                                 if self.compressed else 32.0 * self.d)
+                # A method that compresses its own messages (1-bit Adam) reports their bits.
+                sent = optim.message_bits(self.worker_state[worker])
+                self.bits_up += sent if (self.compressed or sent) else 32.0 * self.d
             return update
         if self.placement == "server":
             message, self.worker_state[worker] = self.worker_tx[worker].update(

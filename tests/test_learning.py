@@ -106,7 +106,7 @@ def test_cd_adam_learns_and_counts_compressed_downlink():
                                       "method": {"name": "amsgrad", "lr": 0.02}}))
     table = result.table
     assert table["loss"][-1] < 0.7 * table["loss"][0]
-    d = 31  # breast cancer: 30 features + bias
+    d = 30  # breast cancer: 30 features, logistic regression without a bias
     assert 0 < table["bits_down"][-1] < 200 / 4 * 4 * 32 * d
 
 
