@@ -2,11 +2,14 @@
 
 ``chain(error_feedback(top_k(k)), amsgrad(lr, b1, b2, eps))`` (top-k on the whole vector)
 runs as two passes over memory instead of five: pass one adds the gradient to the error and
-collects the top-k candidates; pass two is the AMSGrad step with the sparse message merged
-in (runs of zero gradient between the selected indices are plain vectorised loops). The
-state has the layout of the unfused chain and the numbers are the same, so the two are
-interchangeable; the fused form is also available explicitly as
-:func:`fused_ef_top_k_amsgrad`.
+collects the top-k candidates (entries above a sampled threshold, packed 64 comparisons to a
+word, branch-free); an exact selection among the candidates follows (histogram, then a
+partition of one bucket); pass two is the AMSGrad step with the sparse message merged in
+(fixed 64-entry spans on a small gradient buffer, the sent entries of the error cleared in
+the same pass). The state has the layout of the unfused chain and the numbers are the same
+bit for bit, so the two are interchangeable; the fused form is also available explicitly as
+:func:`fused_ef_top_k_amsgrad`. Scratch arrays of the selection are kept between steps
+(per thread); they never carry information from one step to the next.
 """
 
 from __future__ import annotations
