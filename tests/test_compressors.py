@@ -400,3 +400,12 @@ def test_registry_builds_every_compressor():
         assert compressor.spec.name == name
         out, state = compress(compressor, g)
         assert out.shape == g.shape and state.bits > 0
+
+
+def test_a_positive_density_keeps_at_least_one_entry():
+    from mixsim.optim import top_k
+
+    t = top_k(density=0.016)  # 0.016 * 30 rounds to 0
+    g = np.arange(1.0, 31.0)
+    out, state = t.update(g, t.init(g))
+    assert np.count_nonzero(out) == 1 and out[-1] == 30.0

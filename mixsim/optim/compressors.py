@@ -87,7 +87,11 @@ def _count(k, density, d: int) -> int:
         if k > d:
             raise ConfigError(f"k must be in [0, d] = [0, {d}], got {k}", key="k")
         return k
-    return round(density * d)
+    # A positive density keeps at least one entry: rounding a small density times a small d
+    # down to 0 would silently send nothing at all.
+    if density > 0 and d > 0:
+        return max(1, round(density * d))
+    return 0
 
 
 def _split(total: int, layers: list[tuple[int, int]], d: int) -> list[int]:
