@@ -169,23 +169,28 @@ class Pairwise(_Block):
             self.layout.owner_slot(self.group, w) - self.layout.slot(self.group, 0)
             for w in range(self.layout.n_workers)
         ]
-        # Uniforms are drawn in blocks: the same stream, far fewer calls into the generator.
+        self._choices = [[None] * neighbours.size for neighbours in self.neighbours]
         self._uniforms = np.empty(0)
         self._next = 0
 
-    def _uniform(self) -> float:
+    def events(self, worker, round):
+        slot = self._slot_of_worker[worker]
+        choices = self._choices[slot]
+        if not choices:
+            return []
+        # Uniforms are drawn in blocks: the same stream, far fewer calls into the generator.
         if self._next == self._uniforms.size:
             self._uniforms = self.rng.random(4096)
             self._next = 0
+        index = int(self._uniforms[self._next] * len(choices))
         self._next += 1
-        return self._uniforms[self._next - 1]
+        events = choices[index]
+        if events is None:
+            events = choices[index] = self._edge_events(slot, int(self.neighbours[slot][index]))
+        return events
 
-    def events(self, worker, round):
-        slot = self._slot_of_worker[worker]
-        neighbours = self.neighbours[slot]
-        if neighbours.size == 0:
-            return []
-        other = int(neighbours[int(self._uniform() * neighbours.size)])
+    def _edge_events(self, slot: int, other: int) -> list:
+        """The (shared) event list of the average over the edge ``{slot, other}``."""
         key = (slot, other) if slot < other else (other, slot)
         events = self._events.get(key)
         if events is None:

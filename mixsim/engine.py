@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import simpy
@@ -173,13 +174,25 @@ class Simulation:
         self._done = self.env.event()
         self._resume = self.env.event()
         self._stopped = False
-        if self.schedule == "sync":
-            self._arrived = 0
-            self._all_arrived = self.env.event()
-            self._release = self.env.event()
-            self.env.process(self._coordinator())
-        for worker in range(self.n):
-            self.env.process(self._worker(worker))
+        # Synchronous protocols without per-step rules run as rounds of timers whose
+        # callbacks are the computation events: one SimPy event per computation, no barrier
+        # process per worker. Compute times are drawn in the order the workers finished the
+        # previous round, as worker processes waiting on a barrier would draw them.
+        self._rounds_only = self.schedule == "sync" and not self._rules["own-step"]
+        if self._rounds_only:
+            self._order: list[int] = list(range(self.n))
+            self._blocked: list[int] = []
+            self._round_done = self.env.event()
+            self._callbacks = [partial(self._timed_computation, w) for w in range(self.n)]
+            self.env.process(self._rounds())
+        else:
+            if self.schedule == "sync":
+                self._arrived = 0
+                self._all_arrived = self.env.event()
+                self._release = self.env.event()
+                self.env.process(self._coordinator())
+            for worker in range(self.n):
+                self.env.process(self._worker(worker))
 
     # -- set-up -----------------------------------------------------------------------
     def _owner_rows(self, group: str, key: str) -> np.ndarray:
@@ -284,8 +297,13 @@ class Simulation:
         self._done = self.env.event()
         if self._stopped:
             self._stopped = False
-            resume, self._resume = self._resume, self.env.event()
-            resume.succeed()
+            if self._rounds_only:
+                blocked, self._blocked = self._blocked, []
+                for worker in blocked:
+                    self._timed_computation(worker, None)
+            else:
+                resume, self._resume = self._resume, self.env.event()
+                resume.succeed()
         self.env.run(until=self._done)
         self._flush()
         return self
@@ -414,24 +432,52 @@ class Simulation:
             lambda _event: [self._apply(op, rule.kind, nodes) for op, nodes in events]
         )
 
+    def _timed_computation(self, worker: int, _event) -> None:
+        """Callback of a worker's compute timer in a round (see ``_rounds``)."""
+        if self.step >= self._limit:
+            self._blocked.append(worker)
+            if not self._stopped:
+                self._stopped = True
+                self._done.succeed()
+            return
+        self._computation(worker)
+        self._order.append(worker)
+        if len(self._order) == self.n:
+            self._round_done.succeed()
+
+    def _rounds(self):
+        env = self.env
+        compute_time = self._compute_time
+        while True:
+            order, self._order = self._order, []
+            for worker in order:
+                env.timeout(compute_time(worker)).callbacks.append(self._callbacks[worker])
+            yield self._round_done
+            self._round_done = env.event()
+            yield from self._communicate_round()
+
+    def _communicate_round(self):
+        env = self.env
+        r = self.round
+        events = []
+        for rule in self._rules["round"]:
+            if (r + 1) % rule.every == 0:
+                events.extend((rule, op, nodes) for op, nodes in
+                              rule.block.events(None, (r + 1) // rule.every - 1))
+        if not self._instant:
+            delay = self._delay([(op, nodes) for _, op, nodes in events])
+            if delay > 0:
+                yield env.timeout(delay)
+        for rule, op, nodes in events:
+            self._apply(op, rule.kind, nodes)
+        self.round = r + 1
+
     def _coordinator(self):
         env = self.env
-        rules = self._rules["round"]
         while True:
             yield self._all_arrived
             self._all_arrived = env.event()
             self._arrived = 0
-            r = self.round
-            events = []
-            for rule in rules:
-                if (r + 1) % rule.every == 0:
-                    events.extend((rule, op, nodes) for op, nodes in
-                                  rule.block.events(None, (r + 1) // rule.every - 1))
-            delay = self._delay([(op, nodes) for _, op, nodes in events])
-            if delay > 0:
-                yield env.timeout(delay)
-            for rule, op, nodes in events:
-                self._apply(op, rule.kind, nodes)
-            self.round = r + 1
+            yield from self._communicate_round()
             release, self._release = self._release, env.event()
             release.succeed()
