@@ -128,3 +128,17 @@ def test_console_script_exit_code_and_no_traceback():
     )
     assert result.returncode == 2 and result.stdout == ""
     assert result.stderr.startswith("mixsim: error:") and "Traceback" not in result.stderr
+
+
+def test_a_closed_pipe_ends_quietly():
+    # The read end is closed before the command writes anything, so its first write fails
+    # (as with `mixsim list | head -1`); it must stop without a traceback.
+    import os
+
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    result = subprocess.run([sys.executable, "-m", "mixsim.cli", "list"], stdout=write_end,
+                            stderr=subprocess.PIPE, text=True, check=False)
+    os.close(write_end)
+    assert result.returncode == 141
+    assert "Traceback" not in result.stderr and "BrokenPipeError" not in result.stderr
