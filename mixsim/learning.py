@@ -90,24 +90,16 @@ def _section(source: str | None, prefix: str):
         raise ConfigError(f"{exc.message}{origin}", source=source, key=full) from None
 
 
-def _seeded(factory, params: dict, seed: int):
-    """Call a registry factory, giving it a seed when it takes one and none is set."""
-    if "seed" not in params:
-        try:
-            accepts = "seed" in inspect.signature(factory).parameters
-        except (TypeError, ValueError):
-            accepts = False
-        if accepts:
-            params = {**params, "seed": seed}
-    return params
-
-
 def _compressor(section, seed: int, offsets):
+    from mixsim.optim.compressors import _COMPRESSORS
+
     params = section.model_dump()
     name = params.pop("name")
     if offsets is not None and name != "none":
         params.setdefault("offsets", offsets)
-    if name in ("bernoulli", "uniform", "adaptive", "rand-k"):
+    # A random compressor draws from the worker's own seed unless the scenario sets one.
+    factory = _COMPRESSORS.get(name)
+    if factory is not None and "seed" in inspect.signature(factory).parameters:
         params.setdefault("seed", seed)
     with _section(None, "compressor"):
         return optim.make_compressor(name, **params)
