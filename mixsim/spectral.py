@@ -173,18 +173,24 @@ def _top_gap(S: sp.csr_array) -> float:
     if narrow:
         return _gap_by_shift_invert(S, order)
     try:
-        top = sla.eigsh(
-            _deflated(S),
-            k=1,
-            which="LA",
-            tol=0.0,
-            ncv=min(S.shape[0], _LANCZOS_VECTORS),
-            maxiter=_LANCZOS_RESTARTS,
-            return_eigenvectors=False,
-        )[0]
+        top = _lanczos_end(S, "LA")
     except sla.ArpackNoConvergence:
         return _gap_by_shift_invert(S, None)
     return 1.0 - float(top)
+
+
+def _lanczos_end(S: sp.csr_array, which: str) -> float:
+    """The largest (``"LA"``) or smallest (``"SA"``) eigenvalue of ``S`` off the consensus
+    direction, by Lanczos with the restart budget (raises ``ArpackNoConvergence``)."""
+    return sla.eigsh(
+        _deflated(S),
+        k=1,
+        which=which,
+        tol=0.0,
+        ncv=min(S.shape[0], _LANCZOS_VECTORS),
+        maxiter=_LANCZOS_RESTARTS,
+        return_eigenvectors=False,
+    )[0]
 
 
 def _bottom_modulus(S: sp.csr_array, top: float) -> float:
@@ -194,15 +200,7 @@ def _bottom_modulus(S: sp.csr_array, top: float) -> float:
     if -float((diagonal - off_diagonal).min()) <= top:
         return 0.0
     try:
-        lowest = sla.eigsh(
-            _deflated(S),
-            k=1,
-            which="SA",
-            tol=0.0,
-            ncv=min(S.shape[0], _LANCZOS_VECTORS),
-            maxiter=_LANCZOS_RESTARTS,
-            return_eigenvectors=False,
-        )[0]
+        lowest = _lanczos_end(S, "SA")
     except sla.ArpackNoConvergence:
         # Eigenvalues clustered near -1: shift-invert there (the shift keeps S + I regular
         # even when W is periodic).
