@@ -156,6 +156,14 @@ def _key_lines(text: str) -> dict[tuple, int]:
     return lines
 
 
+def unknown_key_error(loc: tuple, allowed: list[str], where: str) -> ConfigError:
+    """The error for an unknown key at ``loc``: the closest allowed key, and all of them."""
+    close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return ConfigError(f"unknown key{hint}; allowed: {', '.join(allowed)}", source=where,
+                       key=".".join(str(p) for p in loc))
+
+
 def _error_from_validation(exc: ValidationError, source: str, lines: dict) -> ConfigError:
     error = exc.errors()[0]
     loc = tuple(error["loc"])
@@ -164,11 +172,7 @@ def _error_from_validation(exc: ValidationError, source: str, lines: dict) -> Co
     where = f"{source}:{line}" if line else source
     if error["type"] == "extra_forbidden":
         model = _SECTIONS.get(loc[:-1])
-        allowed = list(model.model_fields) if model else []
-        close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        return ConfigError(f"unknown key{hint}; allowed: {', '.join(allowed)}",
-                           source=where, key=key)
+        return unknown_key_error(loc, list(model.model_fields) if model else [], where)
     message = error["msg"].removeprefix("Value error, ")
     if "input" in error and error["type"] != "missing":
         message = f"{error['input']!r}: {message}"

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import copy
 import csv
-import difflib
 import hashlib
 import io
 import itertools
@@ -31,7 +30,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from mixsim import _yaml
 from mixsim.errors import ConfigError
-from mixsim.scenario import Scenario, _error_from_validation, _key_lines, apply_overrides
+from mixsim.scenario import (
+    Scenario,
+    _error_from_validation,
+    _key_lines,
+    apply_overrides,
+    unknown_key_error,
+)
 
 __all__ = ["Sweep", "Point", "SweepOutcome", "load_sweep", "point_key", "run_sweep",
            "run_point", "results_table", "aggregate", "write_tables", "plot_sweep", "KINDS"]
@@ -197,11 +202,7 @@ def _model_error(exc: ValidationError, model, source: str, lines: dict) -> Confi
     if error["type"] != "extra_forbidden":
         return _error_from_validation(exc, source, lines)
     loc = tuple(error["loc"])
-    allowed = list(model.model_fields)
-    close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
-    hint = f" (did you mean {close[0]!r}?)" if close else ""
-    return ConfigError(f"unknown key{hint}; allowed: {', '.join(allowed)}",
-                       source=_where(source, lines, loc), key=".".join(map(str, loc)))
+    return unknown_key_error(loc, list(model.model_fields), _where(source, lines, loc))
 
 
 def load_sweep(path) -> Sweep:
