@@ -92,3 +92,22 @@ def test_apply_sequence_matches_dense_products(size, d, length, seed):
     Y = X.copy()
     _apply_sequence(Y, ev_op, *trace.op_arrays(), buf)
     np.testing.assert_allclose(Y, expected, atol=1e-10)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(2, 7), st.integers(0, 2**31 - 1))
+def test_norm_equals_the_dense_spectral_norm(size, seed):
+    rng = np.random.default_rng(seed)
+    rows = np.sort(rng.choice(size, rng.integers(1, size + 1), replace=False))
+    new_rows = {int(r): {int(c): float(rng.normal() * 0.6)
+                         for c in rng.choice(size, rng.integers(0, size + 1), replace=False)}
+                for r in rows}
+    op = Operator.from_rows(new_rows, size)
+    dense = np.linalg.norm(op.to_dense(), 2)
+    assert op.norm() == pytest.approx(dense, abs=1e-12)
+    assert op._row_col_bound() >= dense - 1e-12
+
+
+def test_norm_of_an_average_is_one():
+    op = Operator.from_rows({0: {0: 0.5, 2: 0.5}, 2: {0: 0.5, 2: 0.5}}, 4)
+    assert op.norm() == 1.0
