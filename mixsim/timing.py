@@ -18,6 +18,12 @@ __all__ = ["ComputeTime", "Links", "Timing"]
 _DISTRIBUTIONS = ("constant", "exponential", "lognormal")
 
 
+def _blocks(draw, size: int = 1024):
+    """Endless iterator over ``draw(size)`` blocks, one number at a time."""
+    while True:
+        yield from draw(size).tolist()
+
+
 @dataclass(frozen=True)
 class ComputeTime:
     """Distribution of one worker's computation time.
@@ -62,20 +68,26 @@ class ComputeTime:
                 )
 
     def sampler(self, n_workers: int, rng: np.random.Generator):
-        """A function ``worker -> compute time`` drawing from ``rng``."""
+        """A function ``worker -> compute time`` drawing from ``rng``.
+
+        Draws are taken from ``rng`` in blocks, which gives the same numbers in the same
+        order as one draw per call (``rng`` must serve this sampler alone).
+        """
         scale = np.ones(n_workers)
         n_slow = int(round(self.stragglers * n_workers))
         if n_slow:
             scale[rng.choice(n_workers, size=n_slow, replace=False)] = self.slowdown
+        scale = scale.tolist()
         mean = self.mean
         if self.distribution == "constant":
             return lambda worker: mean * scale[worker]
         if self.distribution == "exponential":
-            exponential = rng.exponential
-            return lambda worker: exponential(mean) * scale[worker]
-        mu = np.log(mean) - 0.5 * self.sigma**2
-        lognormal, sigma = rng.lognormal, self.sigma
-        return lambda worker: lognormal(mu, sigma) * scale[worker]
+            draws = _blocks(lambda size: rng.exponential(mean, size))
+        else:
+            mu = np.log(mean) - 0.5 * self.sigma**2
+            sigma = self.sigma
+            draws = _blocks(lambda size: rng.lognormal(mu, sigma, size))
+        return lambda worker: next(draws) * scale[worker]
 
 
 @dataclass(frozen=True)
