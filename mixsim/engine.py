@@ -107,6 +107,10 @@ class Simulation:
     (8, 2)
     """
 
+    #: Run asynchronous workers as timer chains where possible (see ``__init__``); the
+    #: tests switch it off to compare with worker processes.
+    _use_timer_chains = True
+
     def __init__(self, protocol, n_workers: int, *, d: int = 1, timing: Timing | None = None,
                  seed: int = 0, compute: ComputeFn | None = None, initial_state=None,
                  record_updates: bool = False, params: dict | None = None,
@@ -179,7 +183,21 @@ class Simulation:
         # process per worker. Compute times are drawn in the order the workers finished the
         # previous round, as worker processes waiting on a barrier would draw them.
         self._rounds_only = self.schedule == "sync" and not self._rules["own-step"]
-        if self._rounds_only:
+        # Asynchronous workers that never wait for a message (own-step events apply at
+        # once or travel on their own) run as chains of timers whose callbacks are the
+        # computation events: the same events in the same order as worker processes,
+        # without a generator per worker.
+        self._own = [(rule, rule.delay is not None or not rule.spec.wait, rule.block.events)
+                     for rule in self._rules["own-step"]]
+        self._chained = (self._use_timer_chains and self.schedule == "async"
+                         and (self._instant or all(later for _, later, _ in self._own)))
+        if self._chained:
+            self._blocked = []
+            self._callbacks = [partial(self._timed_step, w) for w in range(self.n)]
+            for worker in range(self.n):
+                self.env.timeout(self._compute_time(worker)).callbacks.append(
+                    self._callbacks[worker])
+        elif self._rounds_only:
             self._order: list[int] = list(range(self.n))
             self._blocked: list[int] = []
             self._round_done = self.env.event()
@@ -297,7 +315,13 @@ class Simulation:
         self._done = self.env.event()
         if self._stopped:
             self._stopped = False
-            if self._rounds_only:
+            if self._chained:
+                # As resumed worker processes would: each computes without looking at
+                # the limit again.
+                blocked, self._blocked = self._blocked, []
+                for worker in blocked:
+                    self._async_step(worker)
+            elif self._rounds_only:
                 blocked, self._blocked = self._blocked, []
                 for worker in blocked:
                     self._timed_computation(worker, None)
@@ -388,8 +412,7 @@ class Simulation:
 
     def _worker(self, worker: int):
         env = self.env
-        own = [(rule, rule.delay is not None or not rule.spec.wait, rule.block.events)
-               for rule in self._rules["own-step"]]
+        own = self._own
         sync = self.schedule == "sync"
         compute_time = self._compute_time
         while True:
@@ -416,6 +439,27 @@ class Simulation:
                 if self._arrived == self.n:
                     self._all_arrived.succeed()
                 yield self._release
+
+    def _timed_step(self, worker: int, _event) -> None:
+        """Callback of an asynchronous worker's compute timer (see ``_chained``)."""
+        if self.step >= self._limit:
+            self._blocked.append(worker)
+            if not self._stopped:
+                self._stopped = True
+                self._done.succeed()
+            return
+        self._async_step(worker)
+
+    def _async_step(self, worker: int) -> None:
+        """A computation event, the worker's own-step events, and its next compute timer."""
+        self._computation(worker)
+        for rule, later, make_events in self._own:
+            if later:
+                self._send_later(rule, worker)
+                continue
+            for op, nodes in make_events(worker, self.round):
+                self._apply(op, rule.kind, nodes)
+        self.env.timeout(self._compute_time(worker)).callbacks.append(self._callbacks[worker])
 
     def _send_later(self, rule: _Rule, worker: int):
         if rule.delay is not None:

@@ -122,3 +122,48 @@ def test_runs_without_computation_apply_every_event(name):
     for steps in (7, 30, 31, 90):
         sim.run(steps)
         np.testing.assert_allclose(sim.X, sim.trace.replay(), rtol=0, atol=1e-12)
+
+
+def _run_pieces(name, timing, chained, monkeypatch, compute=None, params=None):
+    monkeypatch.setattr(Simulation, "_use_timer_chains", chained)
+    sim = Simulation(name, 5, seed=3, timing=timing, compute=compute, params=params)
+    for steps in (1, 7, 40, 41, 130):
+        sim.run(steps)
+    return sim
+
+
+@pytest.mark.parametrize("name, params", [
+    ("async-ps", None), ("async-ring", None), ("hogwild", None), ("hybrid", None),
+    ("delayed", {"distribution": "geometric"}), ("gossip", {"mode": "async"}),
+    ("sparse", {"base": "async-ring"}),
+])
+@pytest.mark.parametrize("compute", [
+    ComputeTime("exponential"),
+    ComputeTime("constant"),
+    ComputeTime("lognormal", stragglers=0.4, slowdown=3.0),
+])
+def test_timer_chains_replay_worker_processes_exactly(name, params, compute, monkeypatch):
+    # Asynchronous workers run as timer chains; worker processes are the reference. Same
+    # events, same times, same order and state, also across resumed runs and ties.
+    timing = Timing(compute=compute)
+    chained = _run_pieces(name, timing, True, monkeypatch, params=params)
+    assert chained._chained
+    processes = _run_pieces(name, timing, False, monkeypatch, params=params)
+    assert not processes._chained
+    a, b = chained.trace, processes.trace
+    assert chained.step == processes.step
+    assert a.ev_step == b.ev_step and a.ev_kind == b.ev_kind and a.ev_time == b.ev_time
+    assert [a.ops[i].rows.tolist() + a.ops[i].cols.tolist() for i in a.ev_op] == \
+        [b.ops[i].rows.tolist() + b.ops[i].cols.tolist() for i in b.ev_op]
+    assert np.array_equal(chained.X, processes.X)
+
+
+def test_timer_chains_with_updates_match_worker_processes(monkeypatch):
+    def compute(worker, view, step):
+        return 0.01 * (worker + 1) - 0.1 * view
+
+    runs = [_run_pieces("async-ps", Timing(), chained, monkeypatch, compute)
+            for chained in (True, False)]
+    assert runs[0]._chained and not runs[1]._chained
+    assert runs[0].trace.ev_time == runs[1].trace.ev_time
+    assert np.array_equal(runs[0].X, runs[1].X)
