@@ -74,7 +74,11 @@ def dask_client(scheduler: str | None = None, workers: int | None = None):
 
 
 def _call_each(function, arguments: list) -> list:
-    return [function(argument) for argument in arguments]
+    from threadpoolctl import threadpool_limits
+
+    # Runs are small linear-algebra calls: one BLAS thread each, the cores go to Dask.
+    with threadpool_limits(limits=1):
+        return [function(argument) for argument in arguments]
 
 
 def map_runs_on(client):

@@ -31,8 +31,10 @@ import hashlib
 from dataclasses import dataclass, field
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from mixsim._numba import njit
+from mixsim._passages import FirstPassages
 from mixsim.engine import Simulation, build_layout
 from mixsim.errors import ProtocolError
 from mixsim.operators import _apply_op
@@ -43,9 +45,6 @@ __all__ = ["MixingTime", "mixing_time", "trace_mixing_time", "measure_trace", "M
 
 METHODS = ("auto", "trace", "montecarlo", "spectral")
 
-#: Relative slack on the halving test so that exact halvings (slack with gamma = 1/2)
-#: are not lost to rounding.
-_HALF = 0.5 * (1 + 1e-9)
 #: Largest run the trace method will simulate before giving up.
 MAX_STEPS = 2_000_000
 
@@ -58,54 +57,6 @@ def _apply_step(Y, step, coord, step_ptr, ev_op, ev_mask, op_rows_ptr, op_rows,
         if ev_mask[e, coord]:
             _apply_op(Y, ev_op[e], op_rows_ptr, op_rows, op_row_ptr_ptr, op_row_ptr, op_cols,
                       op_vals, buf)
-
-
-@njit
-def _first_passages(starts, n_steps, coord, basis, step_ptr, ev_op, ev_mask, op_rows_ptr,
-                    op_rows, op_row_ptr_ptr, op_row_ptr, op_cols, op_vals, max_rows, half):
-    """For each start, the first window length whose product halves (``-1``: not yet).
-
-    The ratio of a window is checked at lengths 1, 2, 4, ... and the first passage is then
-    found by bisection from the last checkpoint; this relies on the ratio not increasing
-    with the window length, which holds when the operators do not expand the range of
-    ``I - M_inf`` (every catalog protocol).
-    """
-    out = np.full(starts.shape[0], -1, dtype=np.int64)
-    buf = np.empty((max(max_rows, 1), basis.shape[1]))
-    for i in range(starts.shape[0]):
-        start = starts[i]
-        Y = basis.copy()
-        Y_prev = basis.copy()
-        prev = 0
-        length = 0
-        check = 1
-        while start + length < n_steps:
-            _apply_step(Y, start + length, coord, step_ptr, ev_op, ev_mask, op_rows_ptr,
-                        op_rows, op_row_ptr_ptr, op_row_ptr, op_cols, op_vals, buf)
-            length += 1
-            if length == check:
-                if np.linalg.norm(Y, 2) <= half:
-                    lo = prev
-                    hi = length
-                    Y_lo = Y_prev
-                    while hi - lo > 1:
-                        mid = (lo + hi) // 2
-                        Z = Y_lo.copy()
-                        for s in range(start + lo, start + mid):
-                            _apply_step(Z, s, coord, step_ptr, ev_op, ev_mask, op_rows_ptr,
-                                        op_rows, op_row_ptr_ptr, op_row_ptr, op_cols,
-                                        op_vals, buf)
-                        if np.linalg.norm(Z, 2) <= half:
-                            hi = mid
-                        else:
-                            lo = mid
-                            Y_lo = Z
-                    out[i] = hi
-                    break
-                Y_prev = Y.copy()
-                prev = length
-                check *= 2
-    return out
 
 
 @njit
@@ -193,73 +144,80 @@ def _seed_free(protocol: Protocol) -> bool:
 class _Measure:
     """Runs one simulation and measures t_mix and xi on its trace."""
 
-    def __init__(self, protocol, n, seed, timing, starts, d):
+    def __init__(self, protocol, n, seed, timing, starts, d, basis=None):
         self.sim = Simulation(protocol, n, d=d, seed=seed, timing=timing)
         self.n = n
         self.starts = starts
         self.d = d
-        self.basis = self.sim.trace.consensus.complement_basis()
+        # The basis depends on the layout and consensus only: runs may share it.
+        self.basis = self.sim.trace.consensus.complement_basis() if basis is None else basis
 
-    def t_mix(self, guess: int) -> tuple[int, object]:
+    def t_mix(self, guess: int) -> int:
+        """The run's t_mix: the largest first passage over starts (and coordinates).
+
+        The run is simulated in pieces, each sized from the progress of the slowest start,
+        and every piece is scanned once: the simulation stops soon after the last start
+        has halved.
+        """
         steps = self.starts + max(guess, 1)
-        if self.basis.shape[1] > 0:
-            # Pilot: size the run on the first window start alone (cheap), so the pass over
-            # every start is not repeated for each doubling of the run.
-            first = np.zeros(1, dtype=np.int64)
-            while True:
-                self.sim.run(steps)
-                compiled = self.sim.trace.compile(self.d)
-                pilot = min(self._lengths(compiled, c, first)[0] for c in range(self.d))
-                if pilot > 0 or steps >= MAX_STEPS:
-                    break
-                steps = min(2 * steps, MAX_STEPS)
-            if pilot > 0:
-                steps = max(steps, self.starts + pilot + pilot // 4)
-        # First-passage lengths per coordinate and start; -1 until a window halves. A
-        # start that halved keeps its value when the run is extended.
-        lengths = np.full((self.d, self.starts), -1, dtype=np.int64)
+        if self.basis.shape[1] == 0:
+            self.sim.run(steps)
+            return 1
+        scans = [FirstPassages(self.basis, np.arange(self.starts), coord)
+                 for coord in range(self.d)]
         while True:
             self.sim.run(steps)
-            compiled = self.sim.trace.compile(self.d)
-            if self.basis.shape[1] == 0:
-                return 1, compiled
-            for coord in range(self.d):
-                todo = np.flatnonzero(lengths[coord] < 0)
-                if todo.size:
-                    lengths[coord, todo] = self._lengths(compiled, coord, todo)
-            if np.all(lengths > 0):
-                return int(lengths.max()), compiled
+            base = min(scan.next_step for scan in scans if not scan.done)
+            compiled = self.sim.trace.compile(self.d, first_step=base)
+            for scan in scans:
+                if not scan.done:
+                    scan.advance(compiled, self.sim.step, base)
+            if all(scan.done for scan in scans):
+                return int(max(scan.lengths.max() for scan in scans))
             if steps >= MAX_STEPS:
                 raise ProtocolError(
                     f"no window halved the distance to consensus within {steps} steps "
                     f"(n = {self.n}); the protocol may not mix", key="protocol")
-            steps = min(2 * steps, MAX_STEPS)
+            steps = min(_next_size(scans, steps), MAX_STEPS)
 
-    def _arrays(self, compiled):
-        return _arrays_of(compiled)
-
-    def _lengths(self, compiled, coord, starts):
-        return _first_passages(starts.astype(np.int64), self.sim.step, coord, self.basis,
-                               *self._arrays(compiled), _HALF)
-
-    def xi(self, compiled, t_mix: int) -> float:
+    def xi(self, t_mix: int) -> float:
         if all(op.norm() <= 1 + 1e-12 for op in self.sim.trace.ops):
             return 1.0
+        arrays = _arrays_of(self.sim.trace.compile(self.d))
         best = 1.0
         length = min(2 * t_mix, self.sim.step)
         for start in np.unique(np.linspace(0, max(self.sim.step - length, 0), 8).astype(int)):
             for coord in range(self.d):
                 best = max(best, _product_norm(int(start), int(min(length, self.sim.step - start)),
-                                               coord, self.sim.layout.size,
-                                               *self._arrays(compiled)))
+                                               coord, self.sim.layout.size, *arrays))
         return float(best)
 
-    def fingerprint(self, compiled) -> str:
+    def fingerprint(self) -> str:
+        compiled = self.sim.trace.compile(self.d)
         digest = hashlib.sha256()
         for array in (compiled.ev_op, compiled.step_ptr, compiled.op_rows, compiled.op_cols,
                       compiled.op_vals, compiled.ev_mask):
             digest.update(np.ascontiguousarray(array).tobytes())
         return digest.hexdigest()
+
+
+def _next_size(scans, steps: int) -> int:
+    """Length of the run's next piece: where the slowest open start is predicted to halve.
+
+    The prediction extrapolates each open start's ratio bound geometrically (the bound is
+    below the ratio, so it errs early); it is kept between 1.04 and 2 times the current
+    length.
+    """
+    predicted = 0.0
+    for scan in scans:
+        if scan.done:
+            continue
+        for length, bound in scan.lower_bounds():
+            if length <= 0 or not 0 < bound < 1:
+                return 2 * steps
+            need = length * np.log(0.5) / np.log(bound)
+            predicted = max(predicted, scan.next_step - length + need)
+    return int(min(max(1.01 * predicted + 1, 1.04 * steps + 1), 2 * steps))
 
 
 def trace_mixing_time(protocol, n: int, *, seed: int = 0, timing: Timing | None = None,
@@ -282,8 +240,8 @@ def trace_mixing_time(protocol, n: int, *, seed: int = 0, timing: Timing | None 
     protocol = load_protocol(protocol)
     measure = _Measure(protocol, n, seed, timing, starts or _default_starts(n), d)
     theory = _theory(protocol, n)
-    t_mix, compiled = measure.t_mix(int(theory) if theory else 4 * n)
-    return t_mix, measure.xi(compiled, t_mix)
+    t_mix = measure.t_mix(int(theory) if theory else 4 * n)
+    return t_mix, measure.xi(t_mix)
 
 
 def _theory(protocol: Protocol, n: int) -> float | None:
@@ -353,22 +311,28 @@ def mixing_time(protocol, workers=(8,), *, runs: int = 100, method: str = "auto"
     if d is None:
         d = 16 if protocol.sparsify is not None else 1
     results = []
-    for n in workers:
-        chosen = method
-        if method == "auto":
-            if _seed_free(protocol):
-                chosen = "trace" if n <= 512 else "spectral"
-            else:
-                chosen = "montecarlo"
-        if chosen == "spectral":
-            results.append(_spectral(protocol, int(n)))
-        elif chosen == "trace":
-            results.append(_monte_carlo(protocol, int(n), 1, seed, timing, starts, d,
-                                        "trace", progress, map_runs))
-        else:
-            results.append(_monte_carlo(protocol, int(n), runs, seed, timing, starts, d,
-                                        "montecarlo", progress, map_runs))
+    # The kernels make many small BLAS calls: threads would only add overhead.
+    with threadpool_limits(limits=1):
+        for n in workers:
+            results.append(_one_size(protocol, int(n), method, runs, seed, timing, starts, d,
+                                     progress, map_runs))
     return results
+
+
+def _one_size(protocol, n, method, runs, seed, timing, starts, d, progress, map_runs):
+    chosen = method
+    if method == "auto":
+        if _seed_free(protocol):
+            chosen = "trace" if n <= 512 else "spectral"
+        else:
+            chosen = "montecarlo"
+    if chosen == "spectral":
+        return _spectral(protocol, n)
+    if chosen == "trace":
+        return _monte_carlo(protocol, n, 1, seed, timing, starts, d, "trace", progress,
+                            map_runs)
+    return _monte_carlo(protocol, n, runs, seed, timing, starts, d, "montecarlo", progress,
+                        map_runs)
 
 
 def run_seeds(seed: int, runs: int) -> list[int]:
@@ -380,16 +344,19 @@ def run_seeds(seed: int, runs: int) -> list[int]:
 class _RunOne:
     """Picklable function measuring one run (for Dask or another executor)."""
 
-    def __init__(self, protocol: Protocol, n, timing, starts, d):
+    def __init__(self, protocol: Protocol, n, timing, starts, d, fingerprint=False):
         self.protocol, self.n, self.timing, self.starts, self.d = protocol, n, timing, starts, d
+        self.fingerprint = fingerprint
+        self._basis = None
 
     def __call__(self, seed):
-        protocol = load_protocol(self.protocol.source, self.protocol.params) \
-            if self.protocol.wrapper is None else self.protocol
-        measure = _Measure(protocol, self.n, seed, self.timing, self.starts, self.d)
-        theory = _theory(protocol, self.n)
-        t_mix, compiled = measure.t_mix(int(theory) if theory else 4 * self.n)
-        return t_mix, measure.xi(compiled, t_mix), measure.fingerprint(compiled)
+        measure = _Measure(self.protocol, self.n, seed, self.timing, self.starts, self.d,
+                           self._basis)
+        self._basis = measure.basis
+        theory = _theory(self.protocol, self.n)
+        t_mix = measure.t_mix(int(theory) if theory else 4 * self.n)
+        return (t_mix, measure.xi(t_mix),
+                measure.fingerprint() if self.fingerprint else None)
 
 
 def _monte_carlo(protocol, n, runs, seed, timing, starts, d, method, progress, map_runs):
@@ -401,7 +368,8 @@ def _monte_carlo(protocol, n, runs, seed, timing, starts, d, method, progress, m
     if _seed_free(protocol) and runs > 1:
         # The operator sequence is the same for every seed: check it on two runs, then
         # every run has the same value.
-        first, second = run_one(seeds[0]), run_one(seeds[1])
+        check = _RunOne(protocol, n, timing, starts, d, fingerprint=True)
+        first, second = check(seeds[0]), check(seeds[1])
         if first[2] == second[2]:
             outcomes = [first] * runs
         else:
@@ -473,14 +441,14 @@ def measure_trace(trace, starts: int | None = None) -> tuple[int | None, float]:
     starts = min(starts or n, max(trace.n_steps, 1))
     compiled = trace.compile(1)
     basis = trace.consensus.complement_basis()
-    arrays = _arrays_of(compiled)
     if basis.shape[1] == 0 or trace.n_steps == 0:
         return (1 if trace.n_steps else None), 1.0
-    lengths = _first_passages(np.arange(starts, dtype=np.int64), trace.n_steps, 0, basis,
-                              *arrays, _HALF)
-    t_mix = int(lengths.max()) if np.all(lengths > 0) else None
+    scan = FirstPassages(basis, np.arange(starts), 0)
+    lengths = scan.advance(compiled, trace.n_steps)
+    t_mix = int(lengths.max()) if scan.done else None
     if all(op.norm() <= 1 + 1e-12 for op in trace.ops):
         return t_mix, 1.0
+    arrays = _arrays_of(compiled)
     length = min(2 * (t_mix or trace.n_steps), trace.n_steps)
     best = 1.0
     for start in np.unique(np.linspace(0, max(trace.n_steps - length, 0), 8).astype(int)):

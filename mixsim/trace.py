@@ -9,6 +9,7 @@ Assumptions 1 and 3.
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -263,7 +264,7 @@ class Trace:
         self._op_arrays = (len(self.ops), arrays)
         return arrays
 
-    def compile(self, d: int = 1) -> _Compiled:
+    def compile(self, d: int = 1, first_step: int = 0) -> _Compiled:
         """Flatten the trace into arrays for the numba kernels.
 
         Parameters
@@ -271,18 +272,26 @@ class Trace:
         d : int
             Number of coordinates to describe masks for (events restricted to coordinates
             ``>= d`` are dropped for those coordinates).
+        first_step : int
+            Describe only the steps from this one on: ``step_ptr[i]`` is the first event
+            of step ``first_step + i`` (a growing run is compiled piece by piece).
         """
         op_rows_ptr, op_rows, op_row_ptr_ptr, op_row_ptr, op_cols, op_vals = self.op_arrays()
-        comm = [i for i, o in enumerate(self.ev_op) if o >= 0 and self.ev_step[i] >= 0]
-        ev_op = np.array([self.ev_op[i] for i in comm], dtype=np.int64)
-        ev_step = np.array([self.ev_step[i] for i in comm], dtype=np.int64)
-        step_ptr = np.searchsorted(ev_step, np.arange(self.n_steps + 1), side="left")
-        ev_mask = np.ones((len(comm), d), dtype=np.bool_)
-        for k, i in enumerate(comm):
-            coords = self.ev_coords.get(i)
-            if coords is not None:
-                ev_mask[k] = False
-                ev_mask[k, coords[coords < d]] = True
+        # Events are recorded in step order: skip the earlier ones without looking at them.
+        begin = bisect.bisect_left(self.ev_step, max(first_step, 0))
+        ev_step = np.array(self.ev_step[begin:], dtype=np.int64)
+        ev_op = np.array(self.ev_op[begin:], dtype=np.int64)
+        comm = np.flatnonzero((ev_op >= 0) & (ev_step >= 0))
+        ev_op, ev_step = ev_op[comm], ev_step[comm]
+        step_ptr = np.searchsorted(ev_step, np.arange(first_step, self.n_steps + 1),
+                                   side="left")
+        ev_mask = np.ones((comm.size, d), dtype=np.bool_)
+        if self.ev_coords:
+            for k, i in enumerate(comm):
+                coords = self.ev_coords.get(int(i) + begin)
+                if coords is not None:
+                    ev_mask[k] = False
+                    ev_mask[k, coords[coords < d]] = True
         return _Compiled(
             op_rows_ptr=op_rows_ptr,
             op_rows=op_rows,

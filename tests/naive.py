@@ -125,3 +125,33 @@ def error_feedback_top_k(g, e, k):
     total = g + e
     c = top_k(total, k)
     return c, total - c
+
+
+# ---------------------------------------------------------------- mixsim mixing time
+
+
+def step_matrices(trace, coord=0):
+    """Dense ``M_t`` for every step of ``trace``, as seen by coordinate ``coord``."""
+    size = trace.layout.size
+    steps = [np.eye(size) for _ in range(trace.n_steps)]
+    for event in trace.events():
+        if event.step < 0 or (event.coords is not None and coord not in event.coords):
+            continue
+        steps[event.step] = event.operator.to_dense() @ steps[event.step]
+    return steps
+
+
+def first_passages(steps, basis, starts, half):
+    """For each start ``s``, the first ``L`` with ``||M_{s+L-1} ... M_s basis||_2 <= half``
+    (-1 when no window of the run halves)."""
+    out = []
+    for s in starts:
+        Y = basis.copy()
+        length = -1
+        for e in range(s, len(steps)):
+            Y = steps[e] @ Y
+            if np.linalg.norm(Y, 2) <= half:
+                length = e - s + 1
+                break
+        out.append(length)
+    return np.array(out)

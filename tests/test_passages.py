@@ -1,0 +1,96 @@
+"""The exact first-passage scan behind the trace mixing time, against dense products."""
+
+import naive
+import numpy as np
+import pytest
+
+from mixsim import Simulation
+from mixsim import _passages
+from mixsim._passages import HALF, FirstPassages
+
+CASES = [
+    ("async-ring", 6, None),
+    ("async-ps", 5, None),
+    ("hogwild", 6, None),
+    ("delayed", 4, {"distribution": "uniform"}),
+    ("sync-ring", 6, None),
+    ("slack", 4, {"gamma": 0.5}),
+    ("hybrid", 8, {"group_size": 2}),
+    ("local-step", 3, None),
+    ("allreduce", 4, None),
+    ("gossip", 7, {"mode": "async", "graph": "path_graph"}),
+    ("one-peer-exponential", 8, None),
+]
+
+
+def _scan_in_pieces(sim, starts, coord, pieces):
+    scan = FirstPassages(sim.trace.consensus.complement_basis(), starts, coord)
+    for steps in pieces:
+        sim.run(steps)
+        base = scan.next_step
+        scan.advance(sim.trace.compile(coord + 1, first_step=base), sim.step, base)
+    return scan
+
+
+@pytest.mark.parametrize("name, n, params", CASES)
+def test_first_passages_equal_dense_products(name, n, params):
+    sim = Simulation(name, n, seed=5, params=params)
+    starts = np.array(list(range(n)) + [n + 3, 2 * n + 1, 40])
+    # Fed in pieces, as the trace method grows a run.
+    scan = _scan_in_pieces(sim, starts, 0, (13, 60, 61, 200, 420))
+    basis = sim.trace.consensus.complement_basis()
+    expected = naive.first_passages(naive.step_matrices(sim.trace), basis, starts, HALF)
+    assert np.array_equal(scan.lengths, expected)
+    assert np.all(expected[:n] > 0)
+
+
+def test_exact_halvings_are_kept():
+    # Slack averaging with gamma = 1/2 halves exactly: the window of one round counts.
+    sim = Simulation("slack", 4, seed=0, params={"gamma": 0.5}).run(40)
+    scan = FirstPassages(sim.trace.consensus.complement_basis(), np.arange(4))
+    lengths = scan.advance(sim.trace.compile(1), sim.step)
+    assert lengths.tolist() == [4, 3, 2, 1]
+
+
+def test_sparsified_coordinates_have_their_own_passages():
+    sim = Simulation("sparse", 5, d=4, seed=2, params={"base": "async-ring", "eta": 0.5})
+    sim.run(400)
+    basis = sim.trace.consensus.complement_basis()
+    for coord in range(4):
+        scan = FirstPassages(basis, np.arange(5), coord)
+        scan.advance(sim.trace.compile(4), sim.step)
+        expected = naive.first_passages(naive.step_matrices(sim.trace, coord), basis,
+                                        range(5), HALF)
+        assert np.array_equal(scan.lengths, expected)
+
+
+def test_starts_not_halved_by_the_end_stay_open():
+    sim = Simulation("async-ring", 8, seed=1).run(30)
+    scan = FirstPassages(sim.trace.consensus.complement_basis(), np.arange(8))
+    lengths = scan.advance(sim.trace.compile(1), sim.step)
+    expected = naive.first_passages(naive.step_matrices(sim.trace),
+                                    sim.trace.consensus.complement_basis(), range(8), HALF)
+    assert np.array_equal(lengths, expected)
+    assert not scan.done and np.all(lengths == -1)
+    assert scan.lower_bounds().shape == (8, 2)
+
+
+def test_small_chunks_give_the_same_passages(monkeypatch):
+    sim = Simulation("async-ps", 6, seed=3).run(300)
+    basis = sim.trace.consensus.complement_basis()
+    starts = np.array([0, 1, 2, 3, 4, 5, 30, 31])
+    whole = FirstPassages(basis, starts).advance(sim.trace.compile(1), sim.step).copy()
+    monkeypatch.setattr(_passages, "_CHUNK_BYTES", 1)
+    scan = FirstPassages(basis, starts[::-1])
+    assert len(scan._chunks) == starts.size
+    assert np.array_equal(scan.advance(sim.trace.compile(1), sim.step), whole[::-1])
+
+
+def test_compiling_from_a_step_is_the_tail_of_the_whole():
+    sim = Simulation("hogwild", 5, seed=0).run(120)
+    whole = sim.trace.compile(2)
+    tail = sim.trace.compile(2, first_step=50)
+    first = whole.step_ptr[50]
+    assert np.array_equal(tail.step_ptr, whole.step_ptr[50:] - first)
+    assert np.array_equal(tail.ev_op, whole.ev_op[first:])
+    assert np.array_equal(tail.ev_mask, whole.ev_mask[first:])
