@@ -63,6 +63,37 @@ def _rows_out(X, ncols, k, first, n_rows, g0, op_rows, op_row_ptr, op_cols, op_v
 
 
 @njit
+def _bound_rows_out(U, active, first, n_rows, g0, op_rows, op_row_ptr, op_cols, op_vals, buf,
+                    gram):
+    """:func:`_rows_out` on the bound vectors ``U``, keeping their Gram entries current.
+
+    ``U`` holds the first bound vector of start ``s`` in column ``s`` and the second in
+    column ``c + s`` (``c`` starts); ``gram[:, s]`` are their Gram entries."""
+    half_cols = U.shape[1] // 2
+    ncols = U.shape[1]
+    for a in range(n_rows):
+        for c in range(ncols):
+            buf[a, c] = 0.0
+        for p in range(op_row_ptr[g0 + a], op_row_ptr[g0 + a + 1]):
+            j = op_cols[p]
+            w = op_vals[p]
+            for c in range(ncols):
+                buf[a, c] += w * U[j, c]
+    for a in range(n_rows):
+        row = op_rows[first + a]
+        for s in range(active):
+            x = U[row, s]
+            y = U[row, half_cols + s]
+            nx = buf[a, s]
+            ny = buf[a, half_cols + s]
+            gram[0, s] += nx * nx - x * x
+            gram[1, s] += ny * ny - y * y
+            gram[2, s] += nx * ny - x * y
+            U[row, s] = nx
+            U[row, half_cols + s] = ny
+
+
+@njit
 def _positive_definite(A):
     """Whether the symmetric ``A`` is positive definite (Cholesky, ``A`` is overwritten)."""
     m = A.shape[0]
@@ -93,39 +124,27 @@ def _cdot(A, i, B, j):
 
 @njit
 def _grams(U, active, gram):
-    """``gram[s] = (|u1|^2, |u2|^2, u1 . u2)`` for the two bound vectors of each start."""
+    """``gram[:, s] = (|u1|^2, |u2|^2, u1 . u2)`` for the two bound vectors of each start."""
+    half_cols = U.shape[1] // 2
     for s in range(active):
-        gram[s, 0] = 0.0
-        gram[s, 1] = 0.0
-        gram[s, 2] = 0.0
+        gram[0, s] = 0.0
+        gram[1, s] = 0.0
+        gram[2, s] = 0.0
     for r in range(U.shape[0]):
         for s in range(active):
-            x = U[r, 2 * s]
-            y = U[r, 2 * s + 1]
-            gram[s, 0] += x * x
-            gram[s, 1] += y * y
-            gram[s, 2] += x * y
-
-
-@njit
-def _update_grams(U, rows, first, n_rows, active, gram, sign):
-    """Add (``sign = 1``) or remove (``-1``) the contribution of some rows of ``U``."""
-    for a in range(n_rows):
-        row = rows[first + a]
-        for s in range(active):
-            x = U[row, 2 * s]
-            y = U[row, 2 * s + 1]
-            gram[s, 0] += sign * x * x
-            gram[s, 1] += sign * y * y
-            gram[s, 2] += sign * x * y
+            x = U[r, s]
+            y = U[r, half_cols + s]
+            gram[0, s] += x * x
+            gram[1, s] += y * y
+            gram[2, s] += x * y
 
 
 @njit
 def _top2(gram, s):
-    """Largest eigenvalue of the 2 x 2 Gram matrix ``gram[s]``: the squared bound."""
-    a = gram[s, 0]
-    c = gram[s, 1]
-    b = gram[s, 2]
+    """Largest eigenvalue of the 2 x 2 Gram matrix ``gram[:, s]``: the squared bound."""
+    a = gram[0, s]
+    c = gram[1, s]
+    b = gram[2, s]
     h = 0.5 * (a - c)
     return 0.5 * (a + c) + np.sqrt(h * h + b * b)
 
@@ -201,22 +220,17 @@ def _times_yt(first_phase, wide, Q, blocks, s, T):
 
 
 @njit
-def _set_bound(T, first_phase, blocks, s, Vs, U, W, gram):
-    """Install ``T = Y_s Vs`` as the start's bound vectors (and ``A_s Vs`` after the
-    reference step)."""
-    U[:, 2 * s] = T[:, 0]
-    U[:, 2 * s + 1] = T[:, 1]
-    if not first_phase:
-        Ws = np.dot(blocks[s], Vs)
-        W[:, 2 * s] = Ws[:, 0]
-        W[:, 2 * s + 1] = Ws[:, 1]
-    gram[s, 0] = _cdot(T, 0, T, 0)
-    gram[s, 1] = _cdot(T, 1, T, 1)
-    gram[s, 2] = _cdot(T, 0, T, 1)
+def _set_bound(T, s, U, gram):
+    """Install ``T = Y_s V_s`` as the start's bound vectors."""
+    U[:, s] = T[:, 0]
+    U[:, U.shape[1] // 2 + s] = T[:, 1]
+    gram[0, s] = _cdot(T, 0, T, 0)
+    gram[1, s] = _cdot(T, 1, T, 1)
+    gram[2, s] = _cdot(T, 0, T, 1)
 
 
 @njit
-def _lift(first_phase, wide, Q, blocks, s, Vs, U, W, gram, skip, state):
+def _lift(first_phase, wide, Q, blocks, s, Vs, U, gram, skip, state):
     """Subspace iterations on ``Y_s^T Y_s`` by products only, until the bound exceeds
     ``skip`` (returns True: not halved) or stops growing (returns False)."""
     previous = 0.0
@@ -229,7 +243,7 @@ def _lift(first_phase, wide, Q, blocks, s, Vs, U, W, gram, skip, state):
         h = 0.5 * (a - c)
         value = 0.5 * (a + c) + np.sqrt(h * h + b * b)
         if value > skip:
-            _set_bound(T, first_phase, blocks, s, Vs, U, W, gram)
+            _set_bound(T, s, U, gram)
             return True
         if value <= previous * (1.0 + 1e-6):
             return False
@@ -241,7 +255,7 @@ def _lift(first_phase, wide, Q, blocks, s, Vs, U, W, gram, skip, state):
 
 
 @njit
-def _scan(starts, reference, e_from, e_to, step_base, coord, basis, wide, blocks, Q, V, U, W,
+def _scan(starts, reference, e_from, e_to, step_base, coord, basis, wide, blocks, Q, V, U,
           gram, length, state, step_ptr, ev_op, ev_mask, op_rows_ptr, op_rows,
           op_row_ptr_ptr, op_row_ptr, op_cols, op_vals, buf, half):
     """Advance the scan of one chunk of starts over steps ``[e_from, e_to)``.
@@ -269,11 +283,11 @@ def _scan(starts, reference, e_from, e_to, step_base, coord, basis, wide, blocks
             if k > 1:
                 V[a, 1, 1] = 1.0
             for r in range(size):
-                U[r, 2 * a] = basis[r, 0]
-                U[r, 2 * a + 1] = basis[r, 1] if k > 1 else 0.0
-            gram[a, 0] = 1.0
-            gram[a, 1] = 1.0 if k > 1 else 0.0
-            gram[a, 2] = 0.0
+                U[r, a] = basis[r, 0]
+                U[r, c + a] = basis[r, 1] if k > 1 else 0.0
+            gram[0, a] = 1.0
+            gram[1, a] = 1.0 if k > 1 else 0.0
+            gram[2, a] = 0.0
             active += 1
         if e == reference:
             # From here on Y_s = Q A_s: freeze A_s, start Q from the identity.
@@ -281,7 +295,6 @@ def _scan(starts, reference, e_from, e_to, step_base, coord, basis, wide, blocks
                 for r in range(size):
                     for j in range(k):
                         blocks[a, r, j] = wide[r, a * k + j]
-            W[:, :] = U
             for r in range(size):
                 for j in range(size):
                     Q[r, j] = 1.0 if r == j else 0.0
@@ -296,25 +309,26 @@ def _scan(starts, reference, e_from, e_to, step_base, coord, basis, wide, blocks
             first = op_rows_ptr[op]
             n_rows = op_rows_ptr[op + 1] - first
             g0 = op_row_ptr_ptr[op]
-            _update_grams(U, op_rows, first, n_rows, active, gram, -1.0)
             if e < reference:
                 _rows_out(wide, active * k, op, first, n_rows, g0, op_rows, op_row_ptr,
                           op_cols, op_vals, buf)
             else:
                 _rows_out(Q, size, op, first, n_rows, g0, op_rows, op_row_ptr, op_cols,
                           op_vals, buf)
-            _rows_out(U, 2 * active, op, first, n_rows, g0, op_rows, op_row_ptr, op_cols,
-                      op_vals, buf)
-            _update_grams(U, op_rows, first, n_rows, active, gram, 1.0)
+            _bound_rows_out(U, active, first, n_rows, g0, op_rows, op_row_ptr, op_cols,
+                            op_vals, buf, gram)
         if not changed:
             e += 1
             continue
         for s in range(active):
-            if length[s] >= 0 or _top2(gram, s) > skip:
+            # The bound's square is at least each vector's squared norm (cheap to check).
+            if length[s] >= 0 or gram[0, s] > skip or gram[1, s] > skip:
+                continue
+            if _top2(gram, s) > skip:
                 continue
             # First a few subspace iterations with products by Y_s and Y_s^T only: if
             # they lift the bound above the threshold, the start is certainly not halved.
-            if _lift(e < reference, wide, Q, blocks, s, V[s], U, W, gram, skip, state):
+            if _lift(e < reference, wide, Q, blocks, s, V[s], U, gram, skip, state):
                 continue
             # Exact test on Y_s: is h^2 I - Y_s^T Y_s positive definite?
             state[2] += 1
@@ -335,7 +349,7 @@ def _scan(starts, reference, e_from, e_to, step_base, coord, basis, wide, blocks
             # Not halved: turn the bound vectors towards the top singular vectors so that
             # the bound is tight again.
             _refresh(G, V[s], skip, state)
-            _set_bound(np.dot(Y, V[s]), e < reference, blocks, s, V[s], U, W, gram)
+            _set_bound(np.dot(Y, V[s]), s, U, gram)
         e += 1
     state[0] = active
     return e
@@ -432,8 +446,7 @@ class _Chunk:
         self.Q = np.zeros((size, size))
         self.V = np.zeros((c, k, 2))
         self.U = np.zeros((size, 2 * c))
-        self.W = np.zeros((size, 2 * c))
-        self.gram = np.zeros((c, 3))
+        self.gram = np.zeros((3, c))
         self.length = np.full(c, -1, dtype=np.int64)
         self.state = np.array([0, c, 0, 0], dtype=np.int64)
 
@@ -456,7 +469,7 @@ class _Chunk:
         buf = np.empty((max(max_rows, 1), max(self.wide.shape[1], size, self.U.shape[1])))
         self.e_next = int(_scan(self.starts, self.reference, self.e_next, n_steps, step_base,
                                 self.owner.coord, self.owner.basis, self.wide, self.blocks,
-                                self.Q, self.V, self.U, self.W, self.gram, self.length,
+                                self.Q, self.V, self.U, self.gram, self.length,
                                 self.state, *arrays, buf, self.owner.half))
         self.owner.lengths[self.positions] = self.length
 

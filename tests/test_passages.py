@@ -4,8 +4,7 @@ import naive
 import numpy as np
 import pytest
 
-from mixsim import Simulation
-from mixsim import _passages
+from mixsim import Simulation, _passages
 from mixsim._passages import HALF, FirstPassages
 
 CASES = [
