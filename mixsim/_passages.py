@@ -4,26 +4,30 @@ For a window start ``s`` the ratio after step ``e`` is ``r(s, e) = ||P_{s..e} B|
 ``P_{s..e} = M_e ... M_s`` the product of the step operators and ``B`` an orthonormal basis
 of the range of ``I - M_inf``. The first passage of ``s`` is ``e - s + 1`` for the first
 ``e`` with ``r(s, e) <= 1/2``. Every step after every start is examined, so the result is
-exact; three devices keep it cheap:
+exact (it does not rely on ratios decreasing with the window); four devices keep it cheap:
 
 * **One product for all starts.** Starts are processed in chunks ``s_0 < ... < s_{c-1}``.
   Until the reference step ``R = s_{c-1} + 1`` each start keeps its own product
   ``Y_s = P_{s..e} B`` (few steps). From ``R`` on, ``Y_s = Q A_s`` with the shared
   ``Q = P_{R..e}`` (one ``size x size`` matrix, updated once per event) and the frozen
   ``A_s = P_{s..R-1} B``.
-* **Certified lower bounds.** Each start has a unit vector ``v_s``; ``||Y_s v_s|| <=
-  ||Y_s||_2``, and ``u_s = Y_s v_s`` is updated by the same row operations as ``Q``
-  (``u_s = Q A_s v_s``), so after every step a start whose bound is above 1/2 is certainly
-  not halved, at the cost of a few rows.
-* **An exact test only near the threshold.** When the bound is not above 1/2, the test is
-  whether ``h^2 I - Y_s^T Y_s`` is positive definite (a Cholesky factorisation; ``h`` is
-  1/2 with a relative slack of 1e-9 so that exact halvings are kept). If it is not, ``v_s``
-  is moved towards the top singular vector by power iteration on ``Y_s^T Y_s``, which makes
-  the bound tight again.
+* **Certified lower bounds.** Each start has two orthonormal vectors ``V_s``; the largest
+  singular value of ``U_s = Y_s V_s`` is at most ``||Y_s||_2``. ``U_s`` is updated by the
+  same row operations as ``Q`` (``U_s = Q A_s V_s``), with its 2 x 2 Gram matrix, so after
+  every step a start whose bound is above 1/2 is certainly not halved, at the cost of a few
+  rows. Two vectors, not one, follow the slowest pair of modes of a ring (a degenerate
+  pair whose top direction turns from step to step).
+* **Lifting before testing.** When the bound is not above 1/2, a few subspace iterations
+  with products by ``Y_s`` and ``Y_s^T`` try to lift it above 1/2 (certain: not halved).
+* **An exact test only near the threshold.** Otherwise the test is whether
+  ``h^2 I - Y_s^T Y_s`` is positive definite (a Cholesky factorisation; ``h`` is 1/2 with a
+  relative slack of 1e-9 so that exact halvings are kept). If it is not, ``V_s`` is turned
+  towards the top singular vectors by subspace iteration on ``Y_s^T Y_s``, which makes the
+  bound tight again.
 
-Lower bounds are compared with a relative margin of 1e-7 and recomputed from scratch every
-256 steps, far above their rounding error, so they never decide a step the exact test
-would decide otherwise.
+Bounds are compared with a relative margin of 1e-7 and recomputed from scratch every 256
+steps, far above their rounding error, so they never decide a step the exact test would
+decide otherwise.
 """
 
 from __future__ import annotations
