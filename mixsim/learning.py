@@ -2,7 +2,7 @@
 
 Each computation event computes a stochastic gradient at the worker's view of the state and
 passes it through the scenario's optimizer; the protocol decides where the resulting update
-lands and how the state mixes. Three placements of the optimizer:
+lands and how the state mixes. Four placements of the optimizer:
 
 ``worker``
     Each worker runs ``chain(memory(compressor), method)`` on its own gradient and adds
@@ -15,6 +15,9 @@ lands and how the state mixes. Three placements of the optimizer:
 ``cd-adam``
     CD-Adam (seed 003 Alg. 1): Markov compression up and down, AMSGrad on the (identical)
     worker models; needs a synchronous protocol with a server (``sync-ps``).
+``two-way``
+    The same communication around any ``method`` (:func:`mixsim.optim.two_way`): with SGD
+    and top-k, the two-way EF21 of seed 003 §7.2.
 """
 
 from __future__ import annotations
@@ -181,13 +184,14 @@ class _Learner:
         opt = self.scenario.optimizer
         placement = opt.placement
         key = "optimizer.placement"
-        if placement in ("server", "cd-adam") and not self.has_server:
+        two_way = placement in ("cd-adam", "two-way")
+        if placement != "worker" and not self.has_server:
             raise ConfigError(
                 f"{placement!r} needs a protocol whose updates go to a server slot "
                 f"(sync-ps, async-ps, delayed); {self.protocol.name} has none",
                 source=self.source, key=key)
-        if placement == "cd-adam" and self.sim.schedule != "sync":
-            raise ConfigError(f"'cd-adam' needs a synchronous protocol (sync-ps); "
+        if two_way and self.sim.schedule != "sync":
+            raise ConfigError(f"{placement!r} needs a synchronous protocol (sync-ps); "
                               f"{self.protocol.name} is asynchronous", source=self.source,
                               key=key)
         offsets = None
@@ -218,14 +222,14 @@ class _Learner:
             self.server_tx = _method(opt.method)
             self.server_state = self.server_tx.init(x)
         else:
-            method = opt.method.model_dump()
-            if method.pop("name") not in ("amsgrad",):
+            if placement == "cd-adam" and opt.method.name != "amsgrad":
                 raise ConfigError("cd-adam runs AMSGrad on the workers: set "
-                                  "optimizer.method.name to amsgrad", source=self.source,
-                                  key="optimizer.method.name")
-            self.cd = [optim.cd_adam(_compressor(opt.compressor, seeds[w], offsets),
+                                  "optimizer.method.name to amsgrad (or use placement "
+                                  "two-way)", source=self.source, key="optimizer.method.name")
+            self.cd = [optim.two_way(_compressor(opt.compressor, seeds[w], offsets),
+                                     _method(opt.method),
                                      server_compressor=_compressor(opt.compressor, seeds[-1],
-                                                                   offsets), **method)
+                                                                   offsets))
                        for w in range(self.n)]
             self.worker_state = [cd.worker.init(x) for cd in self.cd]
             self.server_state = self.cd[0].server.init(x)
@@ -296,8 +300,8 @@ class _Learner:
             if op_index not in self._op_bits:
                 op = trace.ops[op_index]
                 if kind == "copy":
-                    self._op_bits[op_index] = ("down", 0.0 if self.placement == "cd-adam"
-                                               else 32.0 * d)
+                    self._op_bits[op_index] = (
+                        "down", 0.0 if self.placement in ("cd-adam", "two-way") else 32.0 * d)
                 elif kind in ("deliver", "accumulate"):
                     self._op_bits[op_index] = ("up", 0.0)
                 else:

@@ -34,6 +34,7 @@ from mixsim.optim.memory import (
     make_memory,
     markov,
     onebit_adam,
+    two_way,
 )
 from mixsim.optim.optimizers import (
     AdamFamilyState,
@@ -97,6 +98,7 @@ __all__ = [
     "markov",
     "accumulate",
     "cd_adam",
+    "two_way",
     "make_memory",
     "fused_ef_top_k_amsgrad",
     "CDAdam",

@@ -9,7 +9,9 @@ Markov compression / EF21 (seed 003 Alg. 1, lines 5-6)
     receiver in one); ``markov(C, output="message")`` outputs ``c`` (the sender only).
 CD-Adam (seed 003 Alg. 1)
     Markov compression worker -> server and server -> worker, AMSGrad on the workers:
-    :func:`cd_adam` returns the three parties as transformations.
+    :func:`cd_adam` returns the three parties as transformations; :func:`two_way` is the
+    same communication around any optimizer (with SGD and top-k: the two-way EF21 of
+    seed 003 §7.2).
 1-bit Adam (Tang et al. 2021, as a baseline of seed 003)
     Adam without bias correction during ``warmup`` steps, then the variance is frozen and the
     momentum is sent as error-compensated scaled sign: :func:`onebit_adam`.
@@ -38,6 +40,7 @@ __all__ = [
     "markov",
     "accumulate",
     "cd_adam",
+    "two_way",
     "onebit_adam",
     "make_memory",
 ]
@@ -297,6 +300,53 @@ def cd_adam(
     """
     uplink = _check_compressor(compressor)
     downlink = uplink if server_compressor is None else _check_compressor(server_compressor)
+    return two_way(uplink, amsgrad(lr, b1, b2, eps), server_compressor=downlink)
+
+
+def two_way(
+    compressor: Transformation,
+    method: Transformation,
+    *,
+    server_compressor: Transformation | None = None,
+) -> CDAdam:
+    """Markov compression both ways with any optimizer on the workers.
+
+    The communication of CD-Adam (seed 003 Alg. 1) around any ``method``: workers send
+    ``c_i = C(g_i - g_hat_i)``; the server adds their mean to ``g_hat`` and sends
+    ``c = C(g_hat - g_tilde)``; every worker adds ``c`` to its ``g_tilde`` and runs
+    ``method`` on ``g_tilde``. With top-k and SGD this is the two-way EF21 of seed 003 §7.2
+    (EF21 extended to server-to-worker compression); with AMSGrad it is :func:`cd_adam`.
+
+    Parameters
+    ----------
+    compressor : Transformation
+        Uplink compressor.
+    method : Transformation
+        The optimizer the workers run on ``g_tilde`` (it needs a ``step``).
+    server_compressor : Transformation, optional
+        Downlink compressor (default: the uplink one; give a random compressor its own
+        seed).
+
+    Returns
+    -------
+    CDAdam
+        ``worker``, ``server`` and ``model`` transformations, used as in :func:`cd_adam`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from mixsim.optim import sgd, top_k
+    >>> ef21 = two_way(top_k(1), sgd(0.5))
+    >>> x = np.zeros(3)
+    >>> ws, ss, ms = ef21.worker.init(x), ef21.server.init(x), ef21.model.init(x)
+    >>> c1, ws = ef21.worker.update(np.array([1.0, -2.0, 3.0]), ws)
+    >>> c, ss = ef21.server.update(c1, ss)
+    >>> ms = ef21.model.step(c, ms, x)
+    >>> x.tolist()
+    [0.0, 0.0, -1.5]
+    """
+    uplink = _check_compressor(compressor)
+    downlink = uplink if server_compressor is None else _check_compressor(server_compressor)
 
     def server_init(params):
         return CDAdamServerState(_zeros(params), _zeros(params), downlink.init(params))
@@ -307,8 +357,8 @@ def cd_adam(
         np.add(state.estimate, message, out=state.estimate)
         return message, state._replace(inner=inner)
 
-    server = Transformation(server_init, server_update, spec=Spec("cd-adam-server", {}))
-    model = chain(accumulate(), amsgrad(lr, b1, b2, eps))
+    server = Transformation(server_init, server_update, spec=Spec("two-way-server", {}))
+    model = chain(accumulate(), method)
     return CDAdam(markov(uplink, output="message"), server, model)
 
 
