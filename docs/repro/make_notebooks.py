@@ -241,9 +241,10 @@ plot(sign_runs, sign_best, "scaled sign (Fig 2)")
 plot(topk_runs, topk_best, "top-1 (Fig 4)")
 {name: (lr, float(topk_runs[name, lr]["grad_norm"][-1])) for name, lr in topk_best.items()}'''),
         new_markdown_cell(
-            "## EF21 and 1-bit Adam (§7.2)\n\nEF21: Markov compression (top-1 here) of the "
-            "uplink, SGD at the server with the paper's lr 0.1 (§7.2; not tuned), dense "
-            "broadcast. 1-bit Adam: Adam for the first 13% of rounds, then frozen variance "
+            "## EF21 and 1-bit Adam (§7.2)\n\nEF21 extended to both directions, as §7.2 "
+            "compares it (`placement: two-way`): Markov compression (top-1 here) of the "
+            "uplink and of the broadcast, SGD on the workers with the paper's lr 0.1 (not "
+            "tuned). 1-bit Adam: Adam for the first 13% of rounds, then frozen variance "
             "and error-compensated 1-bit momentum, at the server on the mean gradient. "
             "mixsim counts 32 d bits for every message of a server-side method, so 1-bit "
             "Adam's bits are recounted here from seed 003 Table 2: 32 d both ways during "
@@ -251,7 +252,7 @@ plot(topk_runs, topk_best, "top-1 (Fig 4)")
         new_code_cell('''d = 30
 warmup = int(0.13 * ROUNDS)
 ef21 = mixsim.run(CD, overrides={**QUIET, "steps": 20 * ROUNDS, "eval_every": 20,
-                                 "optimizer.placement": "server", "optimizer.memory": "markov",
+                                 "optimizer.placement": "two-way",
                                  "optimizer.compressor": {"name": "top-k", "k": 1},
                                  "optimizer.method": {"name": "sgd", "lr": 0.1}}).table
 onebit = {lr: mixsim.run(CD, overrides={

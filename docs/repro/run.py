@@ -263,8 +263,9 @@ def seed003(_seeds):
         families["1-bit Adam"] = (
             {"optimizer.placement": "server", "optimizer.compressor": {"name": "none"},
              "optimizer.method": {"name": "onebit-adam", "warmup": warmup}}, LRS)
+        # EF21 extended to both directions, as seed 003 §7.2 compares it.
         families[f"EF21 (SGD lr 0.1, top-{k21})"] = (
-            {"optimizer.placement": "server", "optimizer.memory": "markov",
+            {"optimizer.placement": "two-way",
              "optimizer.compressor": {"name": "top-k", "k": k21},
              "optimizer.method": {"name": "sgd", "lr": 0.1}}, (None,))
         for family, (change, lrs) in families.items():
