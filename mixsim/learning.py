@@ -2,7 +2,7 @@
 
 Each computation event computes a stochastic gradient at the worker's view of the state and
 passes it through the scenario's optimizer; the protocol decides where the resulting update
-lands and how the state mixes. Four placements of the optimizer:
+lands and how the state mixes. Five placements of the optimizer:
 
 ``worker``
     Each worker runs ``chain(memory(compressor), method)`` on its own gradient and adds
@@ -18,6 +18,9 @@ lands and how the state mixes. Four placements of the optimizer:
 ``two-way``
     The same communication around any ``method`` (:func:`mixsim.optim.two_way`): with SGD
     and top-k, the two-way EF21 of seed 003 §7.2.
+``onebit-adam``
+    1-bit Adam as Tang et al. (2021) run it (:func:`mixsim.optim.onebit_adam_parties`):
+    every worker compresses its own momentum, the server their mean; needs ``sync-ps``.
 """
 
 from __future__ import annotations
@@ -184,7 +187,7 @@ class _Learner:
         opt = self.scenario.optimizer
         placement = opt.placement
         key = "optimizer.placement"
-        two_way = placement in ("cd-adam", "two-way")
+        two_way = placement in ("cd-adam", "two-way", "onebit-adam")
         if placement != "worker" and not self.has_server:
             raise ConfigError(
                 f"{placement!r} needs a protocol whose updates go to a server slot "
@@ -221,6 +224,17 @@ class _Learner:
             self.worker_state = [t.init(x) for t in self.worker_tx]
             self.server_tx = _method(opt.method)
             self.server_state = self.server_tx.init(x)
+        elif placement == "onebit-adam":
+            if opt.method.name != "onebit-adam":
+                raise ConfigError("placement onebit-adam runs 1-bit Adam: set "
+                                  "optimizer.method.name to onebit-adam", source=self.source,
+                                  key="optimizer.method.name")
+            params = opt.method.model_dump()
+            params.pop("name")
+            # The registry checks names and ranges (one-line errors); then the parties.
+            _method(opt.method)
+            parties = optim.onebit_adam_parties(**params)
+            self.cd = [parties] * self.n
         else:
             if placement == "cd-adam" and opt.method.name != "amsgrad":
                 raise ConfigError("cd-adam runs AMSGrad on the workers: set "
@@ -231,6 +245,7 @@ class _Learner:
                                      server_compressor=_compressor(opt.compressor, seeds[-1],
                                                                    offsets))
                        for w in range(self.n)]
+        if two_way:
             self.worker_state = [cd.worker.init(x) for cd in self.cd]
             self.server_state = self.cd[0].server.init(x)
             self.model_state = self.cd[0].model.init(x)
@@ -273,7 +288,10 @@ class _Learner:
                 mean, self.server_state, self.sim.X[self.consensus_row])
             return update
         cd = self.cd[worker]
-        message, self.worker_state[worker] = cd.worker.update(g, self.worker_state[worker])
+        # A 1-bit Adam worker compresses its momentum: it needs the synchronized one.
+        momentum = self.model_state.m if self.placement == "onebit-adam" else None
+        message, self.worker_state[worker] = cd.worker.update(g, self.worker_state[worker],
+                                                              momentum)
         self.bits_up += optim.message_bits(self.worker_state[worker])
         self._messages.append(message)
         if len(self._messages) < self.n:
@@ -301,7 +319,8 @@ class _Learner:
                 op = trace.ops[op_index]
                 if kind == "copy":
                     self._op_bits[op_index] = (
-                        "down", 0.0 if self.placement in ("cd-adam", "two-way") else 32.0 * d)
+                        "down", 0.0 if self.placement in ("cd-adam", "two-way", "onebit-adam")
+                        else 32.0 * d)
                 elif kind in ("deliver", "accumulate"):
                     self._op_bits[op_index] = ("up", 0.0)
                 else:

@@ -85,7 +85,7 @@ class MethodSection(BaseModel):
 class OptimizerSection(_Strict):
     """``optimizer:`` - where the optimizer runs, what is compressed and how."""
 
-    placement: Literal["worker", "server", "cd-adam", "two-way"] = "worker"
+    placement: Literal["worker", "server", "cd-adam", "two-way", "onebit-adam"] = "worker"
     compressor: CompressorSection = Field(default_factory=CompressorSection)
     memory: Literal["none", "error-feedback", "markov", "ef21"] = "none"
     method: MethodSection = Field(default_factory=MethodSection)

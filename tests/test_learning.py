@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from mixsim import DivergenceError, optim
+from mixsim.errors import ConfigError
 from mixsim.learning import _Learner, run
 from mixsim.scenario import Scenario
 
@@ -146,3 +147,22 @@ def test_theorem1_bound_is_computed_and_holds_for_sgd_least_squares():
     pairs = [(m, b) for m, b in zip(bound["measured"], bound["bound"], strict=True)
              if b is not None]
     assert pairs and all(m <= b for m, b in pairs)
+
+
+@pytest.mark.parametrize(("protocol", "optimizer", "message"), [
+    ("sync-ps", {"placement": "cd-adam", "method": {"name": "sgd", "lr": 0.1}},
+     "cd-adam runs AMSGrad"),
+    ("sync-ps", {"placement": "onebit-adam", "method": {"name": "amsgrad"}},
+     "set optimizer.method.name to onebit-adam"),
+    ("sync-ps", {"placement": "onebit-adam", "method": {"name": "onebit-adam", "warm": 3}},
+     "warm"),
+    ("async-ps", {"placement": "two-way", "method": {"name": "sgd", "lr": 0.1}},
+     "needs a synchronous protocol"),
+    ("sync-ring", {"placement": "two-way", "method": {"name": "sgd", "lr": 0.1}},
+     "needs a protocol whose updates go to a server"),
+])
+def test_two_way_placements_refuse_what_they_cannot_run(protocol, optimizer, message):
+    scenario = _scenario(workers=4, protocol={"name": protocol}, optimizer=optimizer)
+    with pytest.raises(ConfigError, match=message) as info:
+        run(scenario)
+    assert "\n" not in str(info.value)

@@ -17,6 +17,7 @@ from mixsim.optim import (
     make_memory,
     markov,
     message_bits,
+    onebit_adam_parties,
     rand_k,
     scaled_sign,
     sgd,
@@ -227,3 +228,43 @@ def test_make_memory_names():
         make_memory("feedback", top_k(1))
     with pytest.raises(ConfigError, match="output"):
         markov(top_k(1), output="both")
+
+
+def test_onebit_adam_parties_are_tang_et_al_per_worker():
+    # 1-bit Adam with one compressor per worker and one at the server, against a direct
+    # NumPy transcription: Adam during warm-up, then error-compensated scaled sign of each
+    # worker's momentum and of their mean, frozen variance.
+    rng = np.random.default_rng(5)
+    n, d, lr, b1, b2, eps, warmup = 3, 12, 0.05, 0.9, 0.99, 1e-8, 3
+    ob = onebit_adam_parties(lr, b1, b2, eps, warmup)
+    x = np.zeros(d)
+    ws = [ob.worker.init(x) for _ in range(n)]
+    ss, ms = ob.server.init(x), ob.model.init(x)
+    rx, m, v = np.zeros(d), np.zeros(d), np.zeros(d)
+    e, e_server = np.zeros((n, d)), np.zeros(d)
+    for t in range(1, 9):
+        grads = [rng.standard_normal(d) for _ in range(n)]
+        messages = []
+        for i, g in enumerate(grads):
+            c, ws[i] = ob.worker.update(g, ws[i], ms.m)
+            messages.append(c)
+        down, ss = ob.server.update(np.mean(messages, axis=0), ss)
+        ms = ob.model.step(down, ms, x)
+        if t <= warmup:
+            g = np.mean(grads, axis=0)
+            m = b1 * m + (1 - b1) * g
+            v = b2 * v + (1 - b2) * g * g
+        else:
+            cs = []
+            for i, g in enumerate(grads):
+                a = b1 * m + (1 - b1) * g + e[i]
+                cs.append(naive.scaled_sign(a))
+                e[i] = a - cs[-1]
+            a = np.mean(cs, axis=0) + e_server
+            m = naive.scaled_sign(a)
+            e_server = a - m
+        rx -= lr * m / (np.sqrt(v) + eps)
+        np.testing.assert_allclose(x, rx, rtol=1e-12, atol=1e-14)
+        expected_bits = 32 * d if t <= warmup else 32 + d
+        assert [message_bits(w) for w in ws] == [expected_bits] * n
+        assert message_bits(ss) == expected_bits

@@ -182,3 +182,47 @@ def test_seed003_two_way_ef21_is_the_transcribed_algorithm():
     np.testing.assert_allclose(table["grad_norm"][-1], expected, rtol=1e-4)
     # Compressed both ways: no dense broadcast.
     assert table["bits_down"][-1] < 20 * rounds * 32 * d / 4
+
+
+def test_seed003_onebit_adam_per_worker_is_the_transcribed_algorithm():
+    # seed 003 §7.2's other baseline, 1-bit Adam as Tang et al. run it (placement
+    # onebit-adam): mixsim's run against a NumPy transcription, and its bits per Table 2.
+    from mixsim.learning import _Learner
+    from mixsim.scenario import load_scenario
+
+    rounds, warmup, lr = 30, 5, 0.005
+    over = {**QUIET, "steps": 20 * rounds, "eval_every": 20 * rounds,
+            "optimizer.placement": "onebit-adam", "optimizer.compressor": {"name": "none"},
+            "optimizer.method": {"name": "onebit-adam", "lr": lr, "b1": 0.9, "b2": 0.99,
+                                 "warmup": warmup}}
+    table = mixsim.run(SCEN / SEED003, overrides=over).table
+    learner = _Learner(load_scenario(SCEN / SEED003, over), None)
+    ds, problem, shards = learner.dataset, learner.problem, learner.shards
+    x = learner.sim.X[learner.consensus_row].astype(np.float64).copy()
+    d = x.size
+
+    def sign(a):
+        return np.abs(a).sum() / d * np.where(a >= 0, 1.0, -1.0)
+
+    m, v, e, e_server = np.zeros(d), np.zeros(d), np.zeros((20, d)), np.zeros(d)
+    for t in range(1, rounds + 1):
+        grads = [problem.grad(x, ds.A_train[s], ds.y_train[s]) for s in shards]
+        if t <= warmup:
+            g = np.mean(grads, axis=0)
+            m = 0.9 * m + 0.1 * g
+            v = 0.99 * v + 0.01 * g * g
+        else:
+            cs = []
+            for i, g in enumerate(grads):
+                a = 0.9 * m + 0.1 * g + e[i]
+                cs.append(sign(a))
+                e[i] = a - cs[-1]
+            a = np.mean(cs, axis=0) + e_server
+            m = sign(a)
+            e_server = a - m
+        x -= lr * m / (np.sqrt(v) + 1e-8)
+    expected = np.linalg.norm(problem.grad(x, ds.A_train, ds.y_train))
+    np.testing.assert_allclose(table["grad_norm"][-1], expected, rtol=1e-4)
+    per_direction = 20 * (warmup * 32 * d + (rounds - warmup) * (32 + d))
+    assert table["bits_up"][-1] == per_direction
+    assert table["bits_down"][-1] == per_direction

@@ -42,6 +42,10 @@ __all__ = [
     "cd_adam",
     "two_way",
     "onebit_adam",
+    "onebit_adam_parties",
+    "OneBitAdam",
+    "OneBitMessageState",
+    "OneBitModelState",
     "make_memory",
 ]
 
@@ -74,6 +78,43 @@ class CDAdamServerState(NamedTuple):
     aggregate: np.ndarray
     estimate: np.ndarray
     inner: Any
+
+
+class OneBitMessageState(NamedTuple):
+    """State of a sender of :func:`onebit_adam_parties`: count, compression error, bits."""
+
+    count: int
+    error: np.ndarray
+    bits: int
+
+
+class OneBitModelState(NamedTuple):
+    """State of the model party of :func:`onebit_adam_parties`: count and moments."""
+
+    count: int
+    m: np.ndarray
+    v: np.ndarray
+
+
+class OneBitAdam(NamedTuple):
+    """The three parties of 1-bit Adam with one compressor per worker (Tang et al. 2021).
+
+    Attributes
+    ----------
+    worker : Transformation
+        ``update(g_i, state, m)`` with ``m`` the synchronized momentum: the gradient during
+        warm-up, then the error-compensated scaled sign of ``b1 m + (1 - b1) g_i``.
+    server : Transformation
+        ``update(mean of the workers' messages, state)``: the mean during warm-up, then its
+        error-compensated scaled sign.
+    model : Transformation
+        ``step(server message, state, x)`` on every worker: Adam during warm-up, then
+        ``m = message`` and ``x -= lr m / (sqrt(v) + eps)`` with ``v`` frozen.
+    """
+
+    worker: Transformation
+    server: Transformation
+    model: Transformation
 
 
 class OneBitAdamState(NamedTuple):
@@ -360,6 +401,111 @@ def two_way(
     server = Transformation(server_init, server_update, spec=Spec("two-way-server", {}))
     model = chain(accumulate(), method)
     return CDAdam(markov(uplink, output="message"), server, model)
+
+
+def onebit_adam_parties(
+    lr=1e-3, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8, warmup: int = 100
+) -> OneBitAdam:
+    """1-bit Adam as Tang et al. (2021) run it: each worker compresses its own momentum.
+
+    One synchronous round with ``n`` workers (``ms.m`` is the synchronized momentum)::
+
+        c_i, ws[i] = ob.worker.update(g_i, ws[i], ms.m)     # bits in ws[i]
+        c, ss = ob.server.update(mean(c_i), ss)             # bits in ss
+        ms = ob.model.step(c, ms, x)                        # every worker (same x)
+
+    For the first ``warmup`` rounds the messages are the gradients and their mean (``32 d``
+    bits each way) and the model runs Adam without bias correction. Afterwards the variance
+    is frozen; worker ``i`` sends the error-compensated scaled sign of its local momentum
+    ``b1 m + (1 - b1) g_i``, the server the error-compensated scaled sign of the mean
+    (``32 + d`` bits each way), and every worker sets ``m`` to the server's message and
+    steps ``x -= lr m / (sqrt(v) + eps)``. :func:`onebit_adam` is the same method run
+    once on the mean gradient (one compressor, at the server).
+
+    Parameters
+    ----------
+    lr : float or callable
+        Step size ``>= 0`` or a schedule (of the round).
+    b1, b2 : float
+        Moment decays in ``[0, 1)``.
+    eps : float
+        ``>= 0``, added after the root.
+    warmup : int
+        Number of uncompressed Adam rounds, ``>= 0``.
+
+    Returns
+    -------
+    OneBitAdam
+        ``worker``, ``server`` and ``model`` transformations.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> ob = onebit_adam_parties(0.1, warmup=1)
+    >>> x = np.zeros(4)
+    >>> ws, ss, ms = ob.worker.init(x), ob.server.init(x), ob.model.init(x)
+    >>> for g in (np.ones(4), np.array([1.0, -1.0, 2.0, 0.0])):
+    ...     c1, ws = ob.worker.update(g, ws, ms.m)
+    ...     c, ss = ob.server.update(c1, ss)
+    ...     ms = ob.model.step(c, ms, x)
+    >>> ws.bits, ss.bits
+    (36, 36)
+    """
+    lr = _checks.learning_rate(lr)
+    b1, b2 = _betas(b1, b2)
+    eps = _checks.real(eps, "eps", low=0.0)
+    warmup = _checks.integer(warmup, "warmup", low=0)
+
+    def sender_init(params):
+        return OneBitMessageState(0, _zeros(params), 0)
+
+    def send(a, state):
+        """``a`` in warm-up, else the error-compensated scaled sign of ``a``."""
+        count = state.count + 1
+        d = a.shape[0]
+        if count <= warmup:
+            return a.copy(), state._replace(count=count, bits=bits.dense_bits(d))
+        a = a + state.error
+        c = (np.abs(a).sum() / d * np.where(a >= 0, 1.0, -1.0)).astype(a.dtype)
+        return c, OneBitMessageState(count, a - c, bits.sign_bits(d))
+
+    def worker_update(updates, state, params=None):
+        g = _gradient(updates, state.error)
+        if state.count + 1 <= warmup:
+            return send(g, state)
+        m = _gradient(params, state.error)
+        return send(b1 * m + (1.0 - b1) * g, state)
+
+    def server_update(updates, state, params=None):
+        return send(_gradient(updates, state.error), state)
+
+    def model_init(params):
+        return OneBitModelState(0, _zeros(params), _zeros(params))
+
+    def model_step(grads, state, params):
+        x = _target(params, state.m)
+        c = _gradient(grads, state.m)
+        count = state.count + 1
+        t = x.dtype.type
+        rate = t(_rate(lr, count))
+        if count <= warmup:
+            state.m[:] = t(b1) * state.m + t(1.0 - b1) * c
+            state.v[:] = t(b2) * state.v + t(1.0 - b2) * c * c
+        else:
+            state.m[:] = c
+        x -= rate * state.m / (np.sqrt(state.v) + t(eps))
+        return state._replace(count=count)
+
+    def model_update(updates, state, params=None):
+        out = np.zeros_like(state.m)
+        return out, model_step(updates, state, out)
+
+    params = {"lr": lr, "b1": b1, "b2": b2, "eps": eps, "warmup": warmup}
+    return OneBitAdam(
+        Transformation(sender_init, worker_update, spec=Spec("onebit-adam-worker", params)),
+        Transformation(sender_init, server_update, spec=Spec("onebit-adam-server", params)),
+        Transformation(model_init, model_update, model_step, Spec("onebit-adam-model", params)),
+    )
 
 
 def onebit_adam(
