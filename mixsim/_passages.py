@@ -35,6 +35,7 @@ from __future__ import annotations
 import numpy as np
 
 from mixsim._numba import njit
+from mixsim.operators import _apply_op_cols
 
 __all__ = ["FirstPassages", "HALF"]
 
@@ -50,26 +51,9 @@ _CHUNK_BYTES = 32 * 2**20
 
 
 @njit
-def _rows_out(X, ncols, k, first, n_rows, g0, op_rows, op_row_ptr, op_cols, op_vals, buf):
-    """``X[rows, :ncols] = (M X)[rows, :ncols]`` for operator ``k`` (rows written by it)."""
-    for a in range(n_rows):
-        for c in range(ncols):
-            buf[a, c] = 0.0
-        for p in range(op_row_ptr[g0 + a], op_row_ptr[g0 + a + 1]):
-            j = op_cols[p]
-            w = op_vals[p]
-            for c in range(ncols):
-                buf[a, c] += w * X[j, c]
-    for a in range(n_rows):
-        row = op_rows[first + a]
-        for c in range(ncols):
-            X[row, c] = buf[a, c]
-
-
-@njit
 def _bound_rows_out(U, active, first, n_rows, g0, op_rows, op_row_ptr, op_cols, op_vals, buf,
                     gram):
-    """:func:`_rows_out` on the bound vectors ``U``, keeping their Gram entries current.
+    """Operator rows on the bound vectors ``U``, keeping their Gram entries current.
 
     ``U`` holds the first bound vector of start ``s`` in column ``s`` and the second in
     column ``c + s`` (``c`` starts); ``gram[:, s]`` are their Gram entries."""
@@ -191,36 +175,26 @@ def _refresh(G, Vs, skip, state):
 
 
 @njit
+def _block(wide, s, k):
+    """Start ``s``'s product before the reference step, as a contiguous matrix."""
+    return np.ascontiguousarray(wide[:, s * k:(s + 1) * k])
+
+
+@njit
 def _times_y(first_phase, wide, Q, blocks, s, Vs):
     """``Y_s Vs`` (``Y_s`` is a block of ``wide`` before the reference step, then
     ``Q A_s``)."""
-    if not first_phase:
-        return np.dot(Q, np.dot(blocks[s], Vs))
-    size = wide.shape[0]
-    k = Vs.shape[0]
-    T = np.zeros((size, 2))
-    for r in range(size):
-        for j in range(k):
-            x = wide[r, s * k + j]
-            T[r, 0] += x * Vs[j, 0]
-            T[r, 1] += x * Vs[j, 1]
-    return T
+    if first_phase:
+        return np.dot(_block(wide, s, Vs.shape[0]), Vs)
+    return np.dot(Q, np.dot(blocks[s], Vs))
 
 
 @njit
 def _times_yt(first_phase, wide, Q, blocks, s, T):
     """``Y_s^T T``."""
-    if not first_phase:
-        return np.dot(blocks[s].T, np.dot(Q.T, T))
-    size = wide.shape[0]
-    k = blocks.shape[2]
-    Z = np.zeros((k, 2))
-    for r in range(size):
-        for j in range(k):
-            x = wide[r, s * k + j]
-            Z[j, 0] += x * T[r, 0]
-            Z[j, 1] += x * T[r, 1]
-    return Z
+    if first_phase:
+        return np.dot(_block(wide, s, blocks.shape[2]).T, T)
+    return np.dot(blocks[s].T, np.dot(Q.T, T))
 
 
 @njit
@@ -314,11 +288,11 @@ def _scan(starts, reference, e_from, e_to, step_base, coord, basis, wide, blocks
             n_rows = op_rows_ptr[op + 1] - first
             g0 = op_row_ptr_ptr[op]
             if e < reference:
-                _rows_out(wide, active * k, op, first, n_rows, g0, op_rows, op_row_ptr,
-                          op_cols, op_vals, buf)
+                _apply_op_cols(wide, active * k, op, op_rows_ptr, op_rows, op_row_ptr_ptr,
+                               op_row_ptr, op_cols, op_vals, buf)
             else:
-                _rows_out(Q, size, op, first, n_rows, g0, op_rows, op_row_ptr, op_cols,
-                          op_vals, buf)
+                _apply_op_cols(Q, size, op, op_rows_ptr, op_rows, op_row_ptr_ptr, op_row_ptr,
+                               op_cols, op_vals, buf)
             _bound_rows_out(U, active, first, n_rows, g0, op_rows, op_row_ptr, op_cols,
                             op_vals, buf, gram)
         if not changed:
@@ -337,9 +311,7 @@ def _scan(starts, reference, e_from, e_to, step_base, coord, basis, wide, blocks
             # Exact test on Y_s: is h^2 I - Y_s^T Y_s positive definite?
             state[2] += 1
             if e < reference:
-                for r in range(size):
-                    for j in range(k):
-                        Y[r, j] = wide[r, s * k + j]
+                Y[:, :] = _block(wide, s, k)
             else:
                 Y[:, :] = np.dot(Q, blocks[s])
             G = np.dot(Y.T, Y)

@@ -440,15 +440,20 @@ class Simulation:
                     self._all_arrived.succeed()
                 yield self._release
 
+    def _held(self, worker: int) -> bool:
+        """Whether the run has reached its limit; then ``worker`` waits for the next run."""
+        if self.step < self._limit:
+            return False
+        self._blocked.append(worker)
+        if not self._stopped:
+            self._stopped = True
+            self._done.succeed()
+        return True
+
     def _timed_step(self, worker: int, _event) -> None:
         """Callback of an asynchronous worker's compute timer (see ``_chained``)."""
-        if self.step >= self._limit:
-            self._blocked.append(worker)
-            if not self._stopped:
-                self._stopped = True
-                self._done.succeed()
-            return
-        self._async_step(worker)
+        if not self._held(worker):
+            self._async_step(worker)
 
     def _async_step(self, worker: int) -> None:
         """A computation event, the worker's own-step events, and its next compute timer."""
@@ -478,11 +483,7 @@ class Simulation:
 
     def _timed_computation(self, worker: int, _event) -> None:
         """Callback of a worker's compute timer in a round (see ``_rounds``)."""
-        if self.step >= self._limit:
-            self._blocked.append(worker)
-            if not self._stopped:
-                self._stopped = True
-                self._done.succeed()
+        if self._held(worker):
             return
         self._computation(worker)
         self._order.append(worker)

@@ -59,21 +59,28 @@ def _apply_rows_coords(X, rows, row_ptr, cols, vals, coords, buf):
 def _apply_op(X, k, op_rows_ptr, op_rows, op_row_ptr_ptr, op_row_ptr, op_cols, op_vals, buf):
     """Apply operator ``k`` of the flat operator arrays (see
     :meth:`mixsim.trace.Trace.op_arrays`) to ``X`` in place."""
-    d = X.shape[1]
+    _apply_op_cols(X, X.shape[1], k, op_rows_ptr, op_rows, op_row_ptr_ptr, op_row_ptr, op_cols,
+                   op_vals, buf)
+
+
+@njit
+def _apply_op_cols(X, ncols, k, op_rows_ptr, op_rows, op_row_ptr_ptr, op_row_ptr, op_cols,
+                   op_vals, buf):
+    """:func:`_apply_op` on the first ``ncols`` columns of ``X`` only."""
     first = op_rows_ptr[k]
     n_rows = op_rows_ptr[k + 1] - first
     g0 = op_row_ptr_ptr[k]
     for a in range(n_rows):
-        for c in range(d):
+        for c in range(ncols):
             buf[a, c] = 0.0
         for p in range(op_row_ptr[g0 + a], op_row_ptr[g0 + a + 1]):
             j = op_cols[p]
             w = op_vals[p]
-            for c in range(d):
+            for c in range(ncols):
                 buf[a, c] += w * X[j, c]
     for a in range(n_rows):
         row = op_rows[first + a]
-        for c in range(d):
+        for c in range(ncols):
             X[row, c] = buf[a, c]
 
 

@@ -104,19 +104,24 @@ def test_seed003_naive_compression_stalls_where_cd_adam_and_error_feedback_do_no
     assert naive["grad_norm"][-1] > 10 * ef["grad_norm"][-1]
 
 
+def _seed003_run_and_start(rounds, overrides):
+    """mixsim's run of the seed 003 scenario, and what a transcription needs to replay it:
+    the same data, problem, shards and initial point."""
+    from mixsim.learning import _Learner
+    from mixsim.scenario import load_scenario
+
+    over = {**QUIET, "steps": 20 * rounds, "eval_every": 20 * rounds, **overrides}
+    table = mixsim.run(SCEN / SEED003, overrides=over).table
+    learner = _Learner(load_scenario(SCEN / SEED003, over), None)
+    x = learner.sim.X[learner.consensus_row].astype(np.float64).copy()
+    return table, learner.dataset, learner.problem, learner.shards, x
+
+
 def test_seed003_cd_adam_is_algorithm_1():
     # Cross-check of mixsim's CD-Adam run against a direct NumPy transcription of seed 003
     # Alg. 1 (scaled sign both ways, full batch): the gradient norms agree to float rounding.
-    from mixsim.learning import _Learner  # the same data split and initial point
-    from mixsim.scenario import load_scenario
-
     rounds = 30
-    over = {**QUIET, "steps": 20 * rounds, "eval_every": 20 * rounds,
-            "optimizer.method.lr": 0.005}
-    table = mixsim.run(SCEN / SEED003, overrides=over).table
-    learner = _Learner(load_scenario(SCEN / SEED003, over), None)
-    ds, problem, shards = learner.dataset, learner.problem, learner.shards
-    x = learner.sim.X[learner.consensus_row].astype(np.float64).copy()
+    table, ds, problem, shards, x = _seed003_run_and_start(rounds, {"optimizer.method.lr": 0.005})
     d = x.size
 
     def sign(v):
@@ -148,17 +153,10 @@ def test_seed003_cd_adam_is_algorithm_1():
 def test_seed003_two_way_ef21_is_the_transcribed_algorithm():
     # seed 003 §7.2's baseline, EF21 extended to both directions: top-k Markov compression
     # up and down, SGD on the workers; mixsim's run against a direct NumPy transcription.
-    from mixsim.learning import _Learner
-    from mixsim.scenario import load_scenario
-
     rounds, k, lr = 30, 2, 0.1
-    over = {**QUIET, "steps": 20 * rounds, "eval_every": 20 * rounds,
-            "optimizer.placement": "two-way", "optimizer.compressor": {"name": "top-k", "k": k},
-            "optimizer.method": {"name": "sgd", "lr": lr}}
-    table = mixsim.run(SCEN / SEED003, overrides=over).table
-    learner = _Learner(load_scenario(SCEN / SEED003, over), None)
-    ds, problem, shards = learner.dataset, learner.problem, learner.shards
-    x = learner.sim.X[learner.consensus_row].astype(np.float64).copy()
+    table, ds, problem, shards, x = _seed003_run_and_start(rounds, {
+        "optimizer.placement": "two-way", "optimizer.compressor": {"name": "top-k", "k": k},
+        "optimizer.method": {"name": "sgd", "lr": lr}})
     d = x.size
 
     def top(v):
@@ -187,18 +185,11 @@ def test_seed003_two_way_ef21_is_the_transcribed_algorithm():
 def test_seed003_onebit_adam_per_worker_is_the_transcribed_algorithm():
     # seed 003 §7.2's other baseline, 1-bit Adam as Tang et al. run it (placement
     # onebit-adam): mixsim's run against a NumPy transcription, and its bits per Table 2.
-    from mixsim.learning import _Learner
-    from mixsim.scenario import load_scenario
-
     rounds, warmup, lr = 30, 5, 0.005
-    over = {**QUIET, "steps": 20 * rounds, "eval_every": 20 * rounds,
-            "optimizer.placement": "onebit-adam", "optimizer.compressor": {"name": "none"},
-            "optimizer.method": {"name": "onebit-adam", "lr": lr, "b1": 0.9, "b2": 0.99,
-                                 "warmup": warmup}}
-    table = mixsim.run(SCEN / SEED003, overrides=over).table
-    learner = _Learner(load_scenario(SCEN / SEED003, over), None)
-    ds, problem, shards = learner.dataset, learner.problem, learner.shards
-    x = learner.sim.X[learner.consensus_row].astype(np.float64).copy()
+    table, ds, problem, shards, x = _seed003_run_and_start(rounds, {
+        "optimizer.placement": "onebit-adam", "optimizer.compressor": {"name": "none"},
+        "optimizer.method": {"name": "onebit-adam", "lr": lr, "b1": 0.9, "b2": 0.99,
+                             "warmup": warmup}})
     d = x.size
 
     def sign(a):
