@@ -93,3 +93,23 @@ def test_compiling_from_a_step_is_the_tail_of_the_whole():
     assert np.array_equal(tail.step_ptr, whole.step_ptr[50:] - first)
     assert np.array_equal(tail.ev_op, whole.ev_op[first:])
     assert np.array_equal(tail.ev_mask, whole.ev_mask[first:])
+
+
+@pytest.mark.parametrize("name", ["async-ps", "delayed", "hogwild"])
+def test_product_norm_equals_dense_products(name):
+    # The xi kernel: the largest ||M_{s+l-1} ... M_s||_2 over l = 1, 2, 4, ... and the end.
+    from mixsim.mixing import _arrays_of, _product_norm
+
+    sim = Simulation(name, 4, seed=1).run(90)
+    steps = naive.step_matrices(sim.trace)
+    arrays = _arrays_of(sim.trace.compile(1))
+    for start, length in ((0, 90), (7, 40), (33, 21)):
+        product, best, check = np.eye(sim.layout.size), 1.0, 1
+        for ell in range(1, length + 1):
+            product = steps[start + ell - 1] @ product
+            if ell == check or ell == length:
+                best = max(best, np.linalg.norm(product, 2))
+                check *= 2
+        got = _product_norm(start, length, 0, sim.layout.size, *arrays)
+        assert got == pytest.approx(best, rel=1e-12)
+        assert got > 1.0
