@@ -403,6 +403,13 @@ def two_way(
     return CDAdam(markov(uplink, output="message"), server, model)
 
 
+def _onebit_params(lr, b1, b2, eps, warmup):
+    """1-bit Adam's hyper-parameters, checked."""
+    b1, b2 = _betas(b1, b2)
+    return (_checks.learning_rate(lr), b1, b2, _checks.real(eps, "eps", low=0.0),
+            _checks.integer(warmup, "warmup", low=0))
+
+
 def onebit_adam_parties(
     lr=1e-3, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8, warmup: int = 100
 ) -> OneBitAdam:
@@ -451,10 +458,7 @@ def onebit_adam_parties(
     >>> ws.bits, ss.bits
     (36, 36)
     """
-    lr = _checks.learning_rate(lr)
-    b1, b2 = _betas(b1, b2)
-    eps = _checks.real(eps, "eps", low=0.0)
-    warmup = _checks.integer(warmup, "warmup", low=0)
+    lr, b1, b2, eps, warmup = _onebit_params(lr, b1, b2, eps, warmup)
 
     def sender_init(params):
         return OneBitMessageState(0, _zeros(params), 0)
@@ -553,10 +557,7 @@ def onebit_adam(
     >>> state.bits
     36
     """
-    lr = _checks.learning_rate(lr)
-    b1, b2 = _betas(b1, b2)
-    eps = _checks.real(eps, "eps", low=0.0)
-    warmup = _checks.integer(warmup, "warmup", low=0)
+    lr, b1, b2, eps, warmup = _onebit_params(lr, b1, b2, eps, warmup)
 
     def init(params):
         return OneBitAdamState(0, _zeros(params), _zeros(params), _zeros(params), 0)
