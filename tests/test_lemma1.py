@@ -1,5 +1,7 @@
 """Lemma 1 of seed 002 (eq. 2) checked on the traces mixsim records."""
 
+import json
+
 import numpy as np
 import pytest
 
@@ -104,3 +106,38 @@ def test_check_refuses_values_below_one():
     trace = Simulation("allreduce", 2).run(4).trace
     with pytest.raises(ValueError, match="t_mix = 0"):
         trace.check_lemma1(0, 1.0)
+
+
+def test_cli_mixing_time_check_reports_each_size(capsys):
+    from mixsim.cli import main
+
+    assert main(["mixing-time", "allreduce", "--workers", "4", "8", "--check", "--json"]) == 0
+    results = json.loads(capsys.readouterr().out)["results"]
+    for row, n in zip(results, (4, 8), strict=True):
+        lemma1 = row["lemma1"]
+        assert lemma1["holds"] and lemma1["t_mix"] == n and lemma1["steps"] == 3 * n
+        assert lemma1["worst_ratio"] == pytest.approx(0.5)
+    assert main(["mixing-time", "async-ring", "--workers", "4", "--runs", "3", "--check"]) == 0
+    assert "holds on every window" in capsys.readouterr().out
+
+
+def test_cli_mixing_time_check_exits_1_when_the_lemma_breaks(capsys, monkeypatch):
+    from mixsim import trace
+    from mixsim.cli import main
+
+    real = trace.Trace.check_lemma1
+    # As if the measurement had reported t_mix = 1: the real check then finds the break.
+    monkeypatch.setattr(trace.Trace, "check_lemma1",
+                        lambda self, t_mix, xi, **kw: real(self, 1, xi, **kw))
+    assert main(["mixing-time", "allreduce", "--workers", "4", "--check"]) == 1
+    captured = capsys.readouterr()
+    assert "first broken by window [0, 2)" in captured.out
+    assert "Lemma 1 does not hold" in captured.err
+
+
+def test_cli_check_refuses_the_spectral_method(capsys):
+    from mixsim.cli import main
+
+    assert main(["mixing-time", "sync-ring", "--method", "spectral", "--check"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--method trace or montecarlo" in err
