@@ -111,6 +111,14 @@ def _cmd_run(args) -> int:
     if not args.quiet:
         s = result.summary
         final = s["final"]
+        choice = s.get("corollary1")
+        if choice:
+            print(f"step size from Corollary 1 (seed 002 eq. 10): lr = {choice['lr']:.6g} "
+                  f"(consensus step {choice['consensus_lr']:.6g}; T = {choice['T']}, "
+                  f"t_mix = {choice['t_mix']:g}, xi = {choice['xi']:.4g}, "
+                  f"L = {choice['L']:.4g}, sigma^2 = {choice['sigma2']:.4g}, "
+                  f"f(x_0) - f(x_T) <= {choice['gap']:.4g}; the rate holds from T >= "
+                  f"{choice['horizon']:.4g})")
         print(f"{s['name']}: {s['steps']} steps of {s['protocol']} with {s['workers']} "
               f"workers; loss {final['loss']:.6g}, test accuracy "
               f"{final['test_accuracy']}, t_mix measured {s['t_mix']} (xi {s['xi']:.3g})"

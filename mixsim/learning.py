@@ -378,8 +378,43 @@ def check_scenario(path, overrides: dict | None = None) -> Scenario:
     """Validate a scenario completely without running it: the file, then the data, the
     problem, the protocol and the optimizer are built (raises :class:`ConfigError`)."""
     scenario = load_scenario(path, overrides)
-    _Learner(scenario, str(path))
+    _Learner(_corollary1(scenario, str(path), measure=False)[0], str(path))
     return scenario
+
+
+def _corollary1(scenario: Scenario, source: str | None, *, measure: bool = True):
+    """``optimizer.method.lr: corollary1``: the scenario with seed 002's Corollary 1 step
+    size, and the choice with its inputs (:func:`mixsim.bounds.corollary1_choice`).
+
+    ``t_mix`` and ``xi`` are measured before the run, on one run of the protocol with the
+    scenario's seed and timing. Other scenarios are returned unchanged, with None.
+    """
+    from mixsim import bounds
+    from mixsim.mixing import trace_mixing_time
+    from mixsim.scenario import apply_overrides
+
+    if scenario.optimizer.method.lr != "corollary1":
+        return scenario, None
+
+    def with_lr(lr):
+        return Scenario.model_validate(apply_overrides(scenario.model_dump(),
+                                                       {"optimizer.method.lr": lr}))
+
+    probe = _Learner(with_lr(1.0), source)
+    which, reason = bounds.applicable(scenario, probe)
+    if which != "theorem1":
+        reason = reason or f"method {scenario.optimizer.method.name!r} is not SGD"
+        raise ConfigError(f"'corollary1' is the step size of SGD under Theorem 1, which does "
+                          f"not apply here: {reason}", source=source, key="optimizer.method.lr")
+    if not measure:
+        return with_lr(1.0), None
+    timing = Timing(ComputeTime(**scenario.timing.compute.model_dump()),
+                    Links(**scenario.timing.links.model_dump()))
+    with _section(source, "protocol"):
+        t_mix, xi = trace_mixing_time(probe.protocol, scenario.workers, seed=scenario.seed,
+                                      timing=timing)
+    choice = bounds.corollary1_choice(scenario, probe, probe.total_steps(), t_mix, xi)
+    return with_lr(choice["lr"]), choice
 
 
 def run(scenario, *, out=None, overrides: dict | None = None, seed: int | None = None,
@@ -437,6 +472,7 @@ def _run(scenario, source, out_dir, started, progress) -> RunResult:
 
     from mixsim import report
 
+    scenario, corollary1 = _corollary1(scenario, source)
     learner = _Learner(scenario, source)
     result = RunResult(scenario, out_dir=out_dir)
     total = learner.total_steps()
@@ -464,7 +500,7 @@ def _run(scenario, source, out_dir, started, progress) -> RunResult:
 
         t_mix, xi = measure_trace(learner.sim.trace)
     result.summary = report.summary(scenario, learner, result, t_mix, xi,
-                                    time.perf_counter() - started, error)
+                                    time.perf_counter() - started, error, corollary1)
     if writer is not None:
         writer.finish(result, learner)
     if error is not None:

@@ -141,8 +141,8 @@ def test_theorem1_bound_is_computed_and_holds_for_sgd_least_squares():
                            data={"name": "synthetic-linear", "batch": 8},
                            optimizer={"method": {"name": "sgd", "lr": 0.01}},
                            steps=400, eval_every=40, outputs={"measure_mixing": True}))
-    bound = result.summary["theorem1"]
-    assert bound is not None and bound["t_mix"] == 4 and bound["xi"] == 1.0
+    bound = result.summary["bound"]
+    assert bound["theorem"] == "theorem1" and bound["t_mix"] == 4 and bound["xi"] == 1.0
     assert bound["L"] > 0 and bound["sigma2"] > 0
     pairs = [(m, b) for m, b in zip(bound["measured"], bound["bound"], strict=True)
              if b is not None]
