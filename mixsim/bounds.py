@@ -26,7 +26,7 @@ import numpy as np
 
 from mixsim import theory
 
-__all__ = ["applicable", "run_bound", "corollary1_choice", "CONSTANT_NOTES"]
+__all__ = ["applicable", "sam_form", "run_bound", "corollary1_choice", "CONSTANT_NOTES"]
 
 #: How each constant is obtained (stored in ``summary.json`` next to the values).
 CONSTANT_NOTES = {

@@ -138,3 +138,22 @@ def test_cli_run_says_the_chosen_step_size(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "step size from Corollary 1 (seed 002 eq. 10): lr = " in out
     assert "t_mix = 2," in out
+
+
+def test_one_worker_momentum_gets_theorem2_with_eq11_parameters():
+    # 400 samples, 320 for training: below the 512 the G_inf estimate looks at.
+    scenario = _scenario(steps=80, data={"name": "synthetic-linear", "samples": 400, "batch": 8},
+                         optimizer={"method": {"name": "momentum", "lr": 0.01, "mu": 0.5}})
+    bound = run(scenario).summary["bound"]
+    # torch's heavy ball (b = mu b + g, x -= lr b) is eq. 11 with p = 0, b1 = mu and
+    # step lr / (1 - mu).
+    assert bound["theorem"] == "theorem2" and bound["p"] == 0.0 and bound["b1"] == 0.5
+    assert bound["consensus_lr"] == pytest.approx(0.02, rel=1e-12)
+    assert "c" not in bound["notes"]
+    learner = _Learner(scenario, None)
+    A = np.asarray(learner.dataset.A_train, dtype=float)
+    y = np.asarray(learner.dataset.y_train, dtype=float)
+    x0 = np.asarray(learner.sim.X[0], dtype=float)
+    # Every per-sample gradient at x_0 is a stochastic gradient G_inf must bound.
+    per_sample = A * (A @ x0 - y)[:, None]
+    assert bound["G_inf"] >= np.abs(per_sample).max() * (1 - 1e-6)
