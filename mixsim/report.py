@@ -141,6 +141,22 @@ def _plot_bound(ax, bound: dict) -> None:
     ax.grid(True, alpha=0.3)
 
 
+def _bound_inputs(ax, bound: dict) -> None:
+    """The values the bound was computed from, estimates marked as such."""
+    ax.axis("off")
+    if bound.get("theorem") is None:
+        return
+    estimated = {"sigma2", "G_inf"}
+    names = ["t_mix", "xi", "L", "sigma2", "consensus_lr"]
+    if bound["theorem"] == "theorem2":
+        names += ["G_inf", "c", "p", "b1", "b2"]
+    lines = [f"{name} = {bound[name]:.4g}" + (" (estimate)" if name in estimated else "")
+             for name in names]
+    lines += [f"{k} = {v:.3g}" for k, v in bound.get("constants", {}).items()]
+    ax.text(0.0, 0.95, "Inputs of the bound (summary.json: bound.notes):\n" + "\n".join(lines),
+            va="top", fontsize=8, family="monospace", transform=ax.transAxes)
+
+
 def plot_run(result, path: Path) -> Path:
     """Loss against steps, bits and simulated time; stationary distance against steps; the
     bound of seed 002 that applies, or the reason none does."""
@@ -167,7 +183,7 @@ def plot_run(result, path: Path) -> Path:
         if np.all(np.asarray(y)[np.isfinite(y)] > 0):
             ax.set_yscale("log")
     _plot_bound(axes[2, 0], bound)
-    axes[2, 1].axis("off")
+    _bound_inputs(axes[2, 1], bound)
     s = result.summary
     fig.suptitle(f"{s['name']}: {s['protocol']}, n = {s['workers']}, measured t_mix = "
                  f"{s['t_mix']}, xi = {s['xi'] if s['xi'] is None else round(s['xi'], 3)}")
