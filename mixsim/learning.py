@@ -60,12 +60,27 @@ class RunResult:
         return {name: np.array([row[name] for row in self.rows]) for name in METRICS}
 
 
+def _make_problem(scenario: Scenario, ds, source: str | None):
+    """The scenario's problem on the data ``ds`` (a torch module is given the image shape
+    and the scenario's folder, which model file paths are relative to)."""
+    from mixsim import problems
+
+    spec = scenario.problem
+    if spec.name == "torch":
+        from mixsim.torch_problem import make_torch_problem
+
+        return make_torch_problem(
+            spec.params, data_dim=ds.A_train.shape[1], n_classes=ds.n_classes,
+            sample_shape=ds.sample_shape,
+            base_dir=Path(source).parent if source is not None else None)
+    return problems.make_problem(spec.name, ds.A_train.shape[1], ds.n_classes, **spec.params)
+
+
 class _Learner:
     """The computation callback and the bookkeeping of one learning run."""
 
     def __init__(self, scenario: Scenario, source: str | None):
         from mixsim import data as data_module
-        from mixsim import problems
 
         self.scenario = scenario
         self.source = source
@@ -83,9 +98,8 @@ class _Learner:
             self.shards = data_module.partition_from_spec(
                 ds, scenario.data.partition.model_dump(), self.n, seed=data_seed)
         with _section(source, "problem"):
-            self.problem = problems.make_problem(
-                scenario.problem.name, ds.A_train.shape[1], ds.n_classes,
-                **scenario.problem.params)
+            self.problem = _make_problem(scenario, ds, source)
+        self.worker_problems = [self.problem.for_worker(w) for w in range(self.n)]
         self.d = self.problem.dim
         self.dtype = ds.A_train.dtype
         self.batch = scenario.data.batch
@@ -142,7 +156,7 @@ class _Learner:
         else:
             rows = shard[self.rngs[worker].choice(shard.size, self.batch, replace=False)]
         ds = self.dataset
-        return self.problem.grad(view, ds.A_train[rows], ds.y_train[rows])
+        return self.worker_problems[worker].grad(view, ds.A_train[rows], ds.y_train[rows])
 
     def _compute(self, worker: int, view: np.ndarray, step: int):
         return self.placement.compute(worker, self._gradient(worker, view), view)
@@ -183,8 +197,10 @@ class _Learner:
         X = self.sim.X
         x_bar = self.sim.trace.consensus.apply(X)[self.consensus_row]
         ds = self.dataset
-        loss = float(self.problem.loss(x_bar, ds.A_train, ds.y_train))
-        grad_norm = float(np.linalg.norm(self.problem.grad(x_bar, ds.A_train, ds.y_train)))
+        # One pass for both: a deep model's full-data loss and gradient are its costliest part.
+        loss, grad = self.problem.loss_and_grad(x_bar, ds.A_train, ds.y_train)
+        loss = float(loss)
+        grad_norm = float(np.linalg.norm(grad))
         accuracy = self.problem.accuracy(x_bar, ds.A_test, ds.y_test)
         views = X[self.worker_rows].astype(np.float64)
         distance = float(np.mean(np.sum((views - x_bar) ** 2, axis=1)))
