@@ -289,6 +289,15 @@ class OneBitAdamPlacement(_TwoWayPlacement):
         params.pop("name")
         # The registry checks names and ranges (one-line errors); then the parties.
         _method(opt.method)
+        for key in ("weight_decay", "decoupled_weight_decay"):
+            if params.pop(key, 0):
+                raise ConfigError("weight decay is not available with placement onebit-adam "
+                                  "(it would enter the compressed momentum)",
+                                  key=f"optimizer.method.{key}")
+        schedule = params.pop("schedule", None)
+        if schedule is not None:
+            spec = dict(schedule)
+            params["lr"] = optim.make_schedule(spec.pop("name"), value=params["lr"], **spec)
         self.parties = [optim.onebit_adam_parties(**params)] * self.run.n
         self._init_parties(x)
 
