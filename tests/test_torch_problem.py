@@ -150,7 +150,7 @@ def test_resnet20_on_cifar_files_learns_and_one_seed_gives_the_same_bytes(tmp_pa
         seed: 2
         workers: 2
         protocol: {name: async-ring}
-        problem: {name: torch, params: {model: resnet20, model_args: {width: 4}}}
+        problem: {name: torch, params: {model: resnet20}}
         data: {name: cifar10, path: PATH, batch: 4}
         optimizer: {method: {name: sgd, lr: 0.05}}
         steps: 8
