@@ -87,7 +87,7 @@ def _resolve_factory(spec: str, base_dir: Path):
             path = base_dir / path
         if not path.is_file():
             raise ConfigError(f"{spec!r}: no such file {path}", key=key)
-        module_name = f"_mixsim_model_{abs(hash(str(path.resolve())))}"
+        module_name = f"_mixsim_model_{path.stem}"
         loader_spec = importlib.util.spec_from_file_location(module_name, path)
         module = importlib.util.module_from_spec(loader_spec)
         try:
@@ -171,7 +171,6 @@ class TorchProblem:
             self.layers.append((start, start + p.numel()))
             start += p.numel()
         self.dim = start
-        self._buffer_names = [n for n, _ in self.module.named_buffers()]
         self._initial_buffers = {n: b.detach().clone() for n, b in self.module.named_buffers()}
         self._worker_buffers: dict[int, dict[str, Any]] = {}
         self._dtype = None
@@ -369,9 +368,9 @@ class TorchProblem:
         return self.loss_and_grad(x, A, y, out)[1]
 
     def accuracy(self, x, A, y) -> float:
-        """Fraction classified correctly (NaN for the mse loss on regression data)."""
+        """Fraction classified correctly (NaN for regression data or no rows)."""
         torch = self._torch
-        if self.n_classes is None:
+        if self.n_classes is None or np.shape(A)[0] == 0:
             return float("nan")
         buffers = self._eval_buffers(x)
         correct = 0
