@@ -17,7 +17,7 @@ from threadpoolctl import threadpool_limits
 
 from mixsim._section import section as _section
 from mixsim.engine import Simulation
-from mixsim.errors import DivergenceError
+from mixsim.errors import ConfigError, DivergenceError
 from mixsim.placements import RunContext, Traffic, make_placement
 from mixsim.protocol import load_protocol
 from mixsim.scenario import Scenario, load_scenario
