@@ -225,6 +225,10 @@ def _cmd_sweep(args) -> int:
         with dask_client(args.scheduler, args.workers) as client:
             outcome = run_sweep(sweep, args.out, client=client,
                                 retry_failed=args.retry_failed, progress=progress)
+    for point, reason in outcome.recomputed:
+        axes = ", ".join(f"{k}={v!r}" for k, v in {**point.axes, "seed": point.seed}.items())
+        print(f"mixsim: note: point {point.key[:12]} ({axes}) recomputed; its file: {reason}",
+              file=sys.stderr)
     if not args.quiet:
         print(f"{sweep.name}: {outcome.total} points ({outcome.done} computed now, "
               f"{outcome.skipped} found in {outcome.out_dir}, {outcome.failed} failed); "

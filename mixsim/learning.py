@@ -409,7 +409,7 @@ def run(scenario, *, out=None, overrides: dict | None = None, seed: int | None =
         Invalid scenario (file, line, key and value in the message).
     DivergenceError
         A non-finite value appeared; the outputs up to that point are written first and the
-        summary says ``"complete": false``.
+        summary says ``"complete": false``; the error's ``result`` holds the rows so far.
     """
 
 
@@ -468,5 +468,6 @@ def _run(scenario, source, out_dir, started, progress) -> RunResult:
     if writer is not None:
         writer.finish(result, learner)
     if error is not None:
+        error.result = result
         raise error
     return result
