@@ -37,15 +37,12 @@ from threadpoolctl import threadpool_limits
 from mixsim import optim
 from mixsim.engine import Simulation
 from mixsim.errors import ConfigError, DivergenceError
+from mixsim.metrics import METRICS
 from mixsim.protocol import load_protocol
 from mixsim.scenario import Scenario, load_scenario
 from mixsim.timing import ComputeTime, Links, Timing
 
 __all__ = ["RunResult", "run", "check_scenario", "METRICS"]
-
-#: Columns of the metrics table, in order.
-METRICS = ("step", "epoch", "time", "loss", "grad_norm", "test_accuracy",
-           "stationary_distance", "bits_up", "bits_down")
 
 
 @dataclass

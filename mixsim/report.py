@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from mixsim.metrics import METRICS
+
 __all__ = ["Writer", "summary"]
 
 _PACKAGES = ("mixsim", "numpy", "scipy", "simpy", "numba", "networkx", "scikit-learn")
@@ -35,8 +37,6 @@ def _cell(value) -> str:
 
 def metrics_csv(rows: list[dict]) -> str:
     """The metrics rows as CSV text (header, then one line per evaluation)."""
-    from mixsim.learning import METRICS
-
     lines = [",".join(METRICS)]
     lines += [",".join(_cell(row[name]) for name in METRICS) for row in rows]
     return "\n".join(lines) + "\n"

@@ -35,6 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from mixsim import _yaml
 from mixsim.errors import ConfigError, DivergenceError
+from mixsim.metrics import METRICS
 from mixsim.scenario import (
     Scenario,
     _error_from_validation,
@@ -50,8 +51,7 @@ KINDS = ("run", "mixing-time")
 #: Keys of a mixing-time point (and so the axes a mixing-time sweep may vary).
 MIXING_KEYS = ("protocol", "workers", "runs", "method", "params", "starts", "coords")
 #: Metric columns of a learning point (its last evaluation, then the run's own t_mix, xi).
-RUN_METRICS = ("step", "epoch", "time", "loss", "grad_norm", "test_accuracy",
-               "stationary_distance", "bits_up", "bits_down", "t_mix", "xi")
+RUN_METRICS = (*METRICS, "t_mix", "xi")
 #: Metric columns of a mixing-time point (one row per number of workers).
 MIXING_METRICS = ("workers", "t_mix", "ci95_low", "ci95_high", "xi", "theory", "runs",
                   "method")
