@@ -100,7 +100,8 @@ class ProtocolSpec(_Strict):
 
 _FUNCTIONS = {
     "ceil": math.ceil, "floor": math.floor, "log": math.log, "log2": math.log2,
-    "sqrt": math.sqrt, "min": min, "max": max, "abs": abs, "int": int, "float": float,
+    "sqrt": math.sqrt, "isqrt": math.isqrt, "min": min, "max": max, "abs": abs, "int": int,
+    "float": float,
 }
 
 
@@ -240,9 +241,23 @@ class Protocol:
         self.wrapper = wrapper
 
     def evaluate(self, value, n: int, key: str = "", extra: dict | None = None):
-        """Evaluate ``value`` (an ``=expression`` string, or a literal) for ``n`` workers."""
+        """Evaluate ``value`` (an ``=expression`` string, or a literal) for ``n`` workers.
+
+        Expressions nested in a mapping or a list (``graph_args: {m: "=side"}``), or in
+        the mapping an expression returns (``"=graph_args"``), are evaluated too.
+        """
+        if isinstance(value, dict):
+            return {k: self.evaluate(v, n, f"{key}.{k}", extra) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self.evaluate(v, n, f"{key}[{i}]", extra) for i, v in enumerate(value)]
         if not (isinstance(value, str) and value.startswith("=")):
             return value
+        result = self._expression(value, n, key, extra)
+        if isinstance(result, dict | list):
+            return self.evaluate(result, n, key, extra)
+        return result
+
+    def _expression(self, value: str, n: int, key: str, extra: dict | None):
         extra = extra or {}
         names = {"n": n, **self.params, **{k: v for k, v in extra.items() if not callable(v)}}
         functions = {**_FUNCTIONS, **{k: v for k, v in extra.items() if callable(v)}}
