@@ -64,16 +64,31 @@ def _registry_rows(table: dict) -> list[tuple[str, str]]:
     return rows
 
 
-def _is_scenario(path: Path) -> bool:
+#: Keys only a protocol file has, and keys only a sweep file has; any other mapping is
+#: read as a scenario (every scenario key is optional, so ``seed: -5`` is one).
+_PROTOCOL_KEYS = {"summary", "description", "theory", "params", "slots", "view", "target",
+                  "schedule", "communication", "consensus", "extends", "sparsify"}
+_SWEEP_KEYS = {"kind", "base", "grid", "zip", "seeds", "overrides", "runs", "method",
+               "starts", "coords"}
+
+
+def _file_kind(path: Path) -> str:
+    """``"scenario"``, ``"sweep"`` or ``"protocol"`` (also for a file that cannot be read
+    as a mapping: the protocol loader then says what is wrong)."""
     from mixsim import _yaml
 
     try:
         data = _yaml.load(path.read_text())
     except Exception:
-        return False
-    return isinstance(data, dict) and "communication" not in data and "schedule" not in data \
-        and any(key in data for key in ("problem", "data", "optimizer", "steps", "epochs",
-                                        "workers", "protocol"))
+        return "protocol"
+    if not isinstance(data, dict) and data is not None:
+        return "protocol"
+    keys = set(data or {})
+    if keys & _SWEEP_KEYS:
+        return "sweep"
+    if keys & _PROTOCOL_KEYS:
+        return "protocol"
+    return "scenario"
 
 
 def _cmd_validate(args) -> int:
@@ -83,16 +98,30 @@ def _cmd_validate(args) -> int:
     path = Path(args.file)
     if not path.is_file():
         raise ConfigError(f"no such file: {args.file}", source=args.file)
-    if _is_scenario(path):
+    if args.workers is not None and args.workers < 1:
+        raise ConfigError(f"{args.workers}: must be an integer >= 1", key="--workers")
+    kind = _file_kind(path)
+    if kind == "sweep":
+        from mixsim.sweep import load_sweep
+
+        if args.workers is not None:
+            raise ConfigError("a sweep sets its own workers; --workers is for protocol and "
+                              "scenario files", key="--workers")
+        sweep = load_sweep(path)
+        print(f"{args.file}: valid sweep {sweep.name!r}: {len(sweep.points)} points")
+        return 0
+    if kind == "scenario":
         from mixsim.learning import check_scenario
 
-        scenario = check_scenario(path)
+        overrides = {} if args.workers is None else {"workers": args.workers}
+        scenario = check_scenario(path, overrides)
         print(f"{args.file}: valid scenario {scenario.name!r}")
         return 0
     protocol = load_protocol(path)
+    n = 4 if args.workers is None else args.workers
     # Building a small simulation checks every rule's op and arguments too.
-    Simulation(protocol, 4).run(4)
-    print(f"{args.file}: valid protocol {protocol.name!r}")
+    Simulation(protocol, n).run(n)
+    print(f"{args.file}: valid protocol {protocol.name!r} ({n} workers)")
     return 0
 
 
@@ -273,8 +302,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub.set_defaults(func=_cmd_run)
 
     sub = subs.add_parser("validate",
-                          help="check a protocol or scenario file (exit 0 when valid)")
+                          help="check a protocol, scenario or sweep file (exit 0 when valid)")
     sub.add_argument("file")
+    sub.add_argument("--workers", type=int, metavar="N",
+                     help="simulated workers to check a protocol (default 4) or scenario with")
     sub.set_defaults(func=_cmd_validate)
 
     sub = subs.add_parser("mixing-time", help="mixing time of a protocol")

@@ -57,6 +57,48 @@ def test_hand_made_protocol_file_by_path(tmp_path, capsys):
     assert json.loads(out)["results"][0]["t_mix"] == 12
 
 
+SIXTEEN = """
+name: fixed-16
+summary: Gossip on a fixed 16-node graph.
+communication:
+  - on: round
+    op: gossip
+    args: {group: workers, graph: hypercube_graph, graph_args: {n: 4}}
+"""
+
+
+def test_validate_takes_workers_for_a_fixed_size_protocol(tmp_path, capsys):
+    path = tmp_path / "sixteen.yaml"
+    path.write_text(SIXTEEN)
+    assert _exit_code(["validate", str(path)]) == 2
+    assert "16" in capsys.readouterr().err
+    assert main(["validate", str(path), "--workers", "16"]) == 0
+    assert "valid protocol 'fixed-16' (16 workers)" in capsys.readouterr().out
+
+
+def test_validate_a_sweep_file(tmp_path, capsys):
+    (tmp_path / "base.yaml").write_text("workers: 3\nsteps: 10\n")
+    path = tmp_path / "sweep.yaml"
+    path.write_text("name: s\nbase: base.yaml\ngrid: {optimizer.method.lr: [0.1, 0.2]}\n"
+                    "seeds: 2\n")
+    assert main(["validate", str(path)]) == 0
+    assert "valid sweep 's': 4 points" in capsys.readouterr().out
+    path.write_text("name: s\nbase: base.yaml\ngrid: {optimizer.method.lr: [0.1, -1]}\n")
+    assert _exit_code(["validate", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "optimizer.method.lr" in err and "-1" in err
+
+
+@pytest.mark.parametrize("content", ["seed: -5\n", "seed: 3\nname: partial\neval_every: 0\n"])
+def test_validate_takes_a_partial_scenario_for_a_scenario(tmp_path, capsys, content):
+    path = tmp_path / "partial.yaml"
+    path.write_text(content)
+    assert _exit_code(["validate", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "protocol" not in err
+    assert ("seed: -5" in err) if "-5" in content else ("eval_every: 0" in err)
+
+
 def test_list_shows_catalog(capsys):
     assert main(["list"]) == 0
     out = capsys.readouterr().out
