@@ -41,6 +41,7 @@ from mixsim.scenario import (
     _error_from_validation,
     _key_lines,
     apply_overrides,
+    resolve_paths,
     unknown_key_error,
 )
 
@@ -343,7 +344,7 @@ def _base(spec: SweepFile, path: Path, lines: dict) -> tuple[dict, str, dict]:
         return base, source, lines
     if isinstance(spec.base, dict):
         inline = {key[1:]: line for key, line in lines.items() if key[:1] == ("base",)}
-        return copy.deepcopy(spec.base), source, inline
+        return resolve_paths(copy.deepcopy(spec.base), path.parent), source, inline
     base_path = Path(spec.base)
     if not base_path.is_absolute():
         base_path = path.parent / base_path
@@ -353,7 +354,7 @@ def _base(spec: SweepFile, path: Path, lines: dict) -> tuple[dict, str, dict]:
     if not isinstance(data, dict):
         raise ConfigError(f"a scenario is a mapping, got {type(data).__name__}",
                           source=str(base_path))
-    return data, str(base_path), _key_lines(text)
+    return resolve_paths(data, base_path.parent), str(base_path), _key_lines(text)
 
 
 def _seeds(spec: SweepFile, base: dict, where: str) -> list[int]:
