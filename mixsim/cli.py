@@ -132,7 +132,8 @@ def _cmd_run(args) -> int:
     out = args.out
     try:
         result = run(args.scenario, out=out, overrides=overrides, seed=args.seed,
-                     progress=not args.quiet and sys.stderr.isatty())
+                     progress=not args.quiet and sys.stderr.isatty(),
+                     overwrite=args.overwrite)
     except DivergenceError as exc:
         print(f"mixsim: error: {args.scenario}: {exc}; the metrics so far are kept"
               + (f" in {out}" if out else ""), file=sys.stderr)
@@ -299,6 +300,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="override a dotted scenario key, e.g. optimizer.method.lr=0.01")
     sub.add_argument("--seed", type=int, default=None, help="override the scenario's seed")
     sub.add_argument("--quiet", action="store_true", help="no progress bar, no summary line")
+    sub.add_argument("--overwrite", action="store_true",
+                     help="replace the outputs of another scenario in the output folder")
     sub.set_defaults(func=_cmd_run)
 
     sub = subs.add_parser("validate",

@@ -380,7 +380,7 @@ def check_scenario(path, overrides: dict | None = None) -> Scenario:
 
 
 def run(scenario, *, out=None, overrides: dict | None = None, seed: int | None = None,
-        progress: bool = False) -> RunResult:
+        progress: bool = False, overwrite: bool = False) -> RunResult:
     """Run a learning scenario.
 
     Parameters
@@ -395,6 +395,9 @@ def run(scenario, *, out=None, overrides: dict | None = None, seed: int | None =
         Overrides the scenario's seed.
     progress : bool
         Show a progress bar (quiet when not on a terminal).
+    overwrite : bool
+        Replace the outputs of a different scenario found in the output folder (by default
+        a run refuses them; its own earlier outputs are always replaced).
 
     Returns
     -------
@@ -403,7 +406,8 @@ def run(scenario, *, out=None, overrides: dict | None = None, seed: int | None =
     Raises
     ------
     ConfigError
-        Invalid scenario (file, line, key and value in the message).
+        Invalid scenario (file, line, key and value in the message), or an output folder
+        holding the outputs of another scenario (without ``overwrite``).
     DivergenceError
         A non-finite value appeared; the outputs up to that point are written first and the
         summary says ``"complete": false``; the error's ``result`` holds the rows so far.
@@ -426,10 +430,10 @@ def run(scenario, *, out=None, overrides: dict | None = None, seed: int | None =
     # The simulated workers run one after another on small matrices: one BLAS thread is
     # faster than several fighting over the cores (and than oversubscribing Dask workers).
     with threadpool_limits(limits=1):
-        return _run(scenario, source, out_dir, started, progress)
+        return _run(scenario, source, out_dir, started, progress, overwrite)
 
 
-def _run(scenario, source, out_dir, started, progress) -> RunResult:
+def _run(scenario, source, out_dir, started, progress, overwrite) -> RunResult:
     from tqdm import tqdm
 
     from mixsim import report
@@ -437,7 +441,8 @@ def _run(scenario, source, out_dir, started, progress) -> RunResult:
     learner = _Learner(scenario, source)
     result = RunResult(scenario, out_dir=out_dir)
     total = learner.total_steps()
-    writer = report.Writer(out_dir, scenario) if out_dir is not None else None
+    writer = report.Writer(out_dir, scenario, overwrite=overwrite) \
+        if out_dir is not None else None
     error = None
     bar = tqdm(total=total, desc=scenario.name, disable=not progress, unit="step")
     try:
