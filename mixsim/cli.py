@@ -34,34 +34,19 @@ def _key_values(pairs: list[str] | None) -> dict:
 
 
 def _cmd_list(args) -> int:
-    from mixsim import data, problems
-    from mixsim.optim import compressors, memory, registry
-    from mixsim.protocol import list_protocols
+    from mixsim import listing
 
-    sections = [
-        ("protocols", list_protocols()),
-        ("problems", problems.list_problems()),
-        ("datasets", data.list_datasets()),
-        ("optimizers", _registry_rows(registry._OPTIMIZERS)),
-        ("compressors", _registry_rows(compressors._COMPRESSORS)),
-        ("memory schemes", [("none", "naive: send the compressed vector, remember nothing")]
-         + _registry_rows(memory._MEMORIES)),
-    ]
+    if args.name:
+        print(listing.describe(args.name))
+        return 0
+    sections = listing.sections()
     width = max(len(name) for _, rows in sections for name, _ in rows)
     for title, rows in sections:
         print(f"{title}:")
         for name, summary in rows:
             print(f"  {name:<{width}}  {summary}")
+    print("\n`mixsim list NAME` shows the parameters, defaults and choices of one.")
     return 0
-
-
-def _registry_rows(table: dict) -> list[tuple[str, str]]:
-    """``(name, first line of the factory's docstring)`` for a registry of factories."""
-    rows = []
-    for name, factory in table.items():
-        doc = (factory.__doc__ or "").strip().splitlines()
-        rows.append((name, doc[0].rstrip(".") if doc else ""))
-    return rows
 
 
 #: Keys only a protocol file has, and keys only a sweep file has; any other mapping is
@@ -290,7 +275,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"mixsim {__version__}")
     subs = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    sub = subs.add_parser("list", help="list the protocol catalog")
+    sub = subs.add_parser("list", help="list protocols, problems, datasets, optimizers, "
+                                       "compressors; or the details of one")
+    sub.add_argument("name", nargs="?", help="show the parameters, defaults and choices of "
+                                             "this protocol, problem, dataset, ...")
     sub.set_defaults(func=_cmd_list)
 
     sub = subs.add_parser("run", help="run a learning scenario")

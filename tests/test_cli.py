@@ -105,6 +105,38 @@ def test_list_shows_catalog(capsys):
     assert "sync-ring" in out and "hybrid" in out
 
 
+def test_list_is_plain_text_in_whole_sentences(capsys):
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert "``" not in out and ":func:" not in out and ":class:" not in out
+    rows = {line.split()[0]: line.split(None, 1)[1] for line in out.splitlines()
+            if line.startswith("  ")}
+    # Docstrings whose first sentence runs over two lines are shown whole.
+    assert rows["rmsprop"] == ("RMSProp in its corrected (monotone v) form: adam_family with "
+                               "p = 1/2, b1 = 0.")
+    assert rows["bernoulli"].endswith("with probability p_i = min(lambda |g_i|, 1).")
+    assert rows["sgd"] == "Plain stochastic gradient descent, x -= lr g."
+
+
+@pytest.mark.parametrize(("name", "needles"), [
+    ("slack", ["protocol slack", "gamma (float, default", "in (0, 1]", "theory: t_mix = "]),
+    ("gossip", ["weights (str, default 'metropolis', one of metropolis, uniform, max-degree)",
+                "graph_args (dict, default {})"]),
+    ("top-k", ["compressor top-k", "top_k(k=None, *, density=None, offsets=None)",
+               "density : float, optional"]),
+    ("amsgrad", ["optimizer amsgrad", "lr=0.001", "b1, b2 : float"]),
+    ("mlp", ["problem mlp", "hidden : sequence of int"]),
+    ("libsvm", ["dataset libsvm", "path, n_features, task"]),
+    ("error-feedback", ["memory scheme error-feedback", "compressor : Transformation"]),
+])
+def test_list_name_shows_parameters_defaults_choices_and_theory(capsys, name, needles):
+    assert main(["list", name]) == 0
+    out = capsys.readouterr().out
+    for needle in needles:
+        assert needle in out
+    assert "``" not in out
+
+
 @pytest.mark.parametrize(
     ("argv", "needles"),
     [
@@ -119,6 +151,7 @@ def test_list_shows_catalog(capsys):
         (["mixing-time", "async-ring", "--method", "spectral", "--set", "x=1"], ["params.x"]),
         (["mixing-time", "hogwild", "--method", "spectral"], ["spectral", "hogwild"]),
         (["validate", "nowhere.yaml"], ["nowhere.yaml"]),
+        (["list", "sync-rnig"], ["'sync-rnig'", "did you mean sync-ring"]),
     ],
 )
 def test_user_mistakes_give_one_line_and_exit_2(argv, needles, capsys):
