@@ -432,10 +432,12 @@ def _check_names(sweep: Sweep, source: str, lines: dict) -> None:
             key, prefix = "protocol", ""
         signature = _canonical([name, params])
         if signature in checked:
+            if sweep.kind == "mixing-time":
+                _check_sizes(load_protocol(name, params), point, checked, source, lines)
             continue
         checked.add(signature)
         try:
-            load_protocol(name, params)
+            protocol = load_protocol(name, params)
         except ConfigError as exc:
             varied = [k for k in sweep.axes if k == key or k.startswith(prefix + "params.")]
             named = [k for k in varied if exc.key and exc.key.endswith(k.rsplit(".", 1)[-1])]
@@ -444,6 +446,29 @@ def _check_names(sweep: Sweep, source: str, lines: dict) -> None:
             where = _where(source, lines, (section, axis), (key.split(".")[0],))
             raise ConfigError(f"{exc.message} (at point {_describe(point.axes)})",
                               source=where, key=exc.key or key) from None
+        if sweep.kind == "mixing-time":
+            _check_sizes(protocol, point, checked, source, lines)
+
+
+def _check_sizes(protocol, point: Point, checked: set, source: str, lines: dict) -> None:
+    """Build the protocol for each number of workers of a mixing-time point (once per
+    protocol, parameters and size): a size the protocol cannot take (a fixed graph of
+    another size, a slot count below 1) fails now, not when the point runs."""
+    from mixsim.engine import Simulation
+
+    for n in point.config["workers"]:
+        signature = _canonical([protocol.name, protocol.params, n])
+        if signature in checked:
+            continue
+        checked.add(signature)
+        try:
+            Simulation(protocol, n)
+        except ConfigError as exc:
+            section = "grid" if ("grid", "workers") in lines else "zip"
+            where = _where(source, lines, (section, "workers"), ("workers",), ("protocol",))
+            raise ConfigError(f"{exc.message} (in {exc.source}; at point "
+                              f"{_describe({**point.axes, 'workers': n})})",
+                              source=where, key="workers") from None
 
 
 # -- running -------------------------------------------------------------------------------

@@ -303,6 +303,27 @@ workers: [0, 4]
     assert not (tmp_path / "o").exists()
 
 
+def test_mixing_time_sizes_a_protocol_cannot_take_fail_before_anything_runs(tmp_path, capsys):
+    (tmp_path / "sixteen.yaml").write_text("""\
+name: fixed-16
+summary: Gossip on a fixed 16-node graph.
+communication:
+  - on: round
+    op: gossip
+    args: {group: workers, graph: hypercube_graph, graph_args: {n: 4}}
+""")
+    path = _write(tmp_path, f"""\
+name: sizes
+kind: mixing-time
+protocol: {tmp_path / "sixteen.yaml"}
+workers: [16, 4]
+""")
+    assert _exit_code(["sweep", str(path), "--serial", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "sweep.yaml:4: workers:" in err and "workers=4" in err
+    assert not (tmp_path / "o").exists()
+
+
 def test_point_files_carry_a_checksum_and_changes_are_recomputed(tmp_path, capsys):
     path = _write(tmp_path, SWEEP.replace("seeds: 2", "seeds: 1").replace(
         "optimizer.method.lr: [0.01, 0.03]", "optimizer.method.lr: [0.01]").replace(
@@ -482,11 +503,15 @@ def scheduler(tmp_path_factory):
              str(address_file), "--nthreads", "1", "--nworkers", "1", "--no-dashboard",
              "--local-directory", str(folder)], **common))
         deadline = time.monotonic() + STARTUP
-        while not address_file.is_file():
+        address = None
+        while address is None:
             assert all(p.poll() is None for p in processes), "the Dask cluster did not start"
             assert time.monotonic() < deadline, "no scheduler file"
             time.sleep(0.1)
-        address = json.loads(address_file.read_text())["address"]
+            try:  # the scheduler may be half-way through writing it
+                address = json.loads(address_file.read_text())["address"]
+            except (OSError, ValueError, KeyError):
+                pass
         from distributed import Client
 
         with Client(address, timeout=STARTUP) as client:
