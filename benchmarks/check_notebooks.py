@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -34,7 +35,8 @@ def run(path: Path) -> tuple[float, str | None]:
         NotebookClient(notebook, timeout=None, kernel_name="python3",
                        resources={"metadata": {"path": str(path.parent)}}).execute()
     except CellExecutionError as exc:
-        lines = [line for line in str(exc).splitlines() if line.strip()]
+        text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))  # the kernel's terminal colours
+        lines = [line for line in text.splitlines() if line.strip()]
         return time.perf_counter() - started, lines[-1] if lines else repr(exc)
     return time.perf_counter() - started, None
 
