@@ -34,7 +34,7 @@ def _key_values(pairs: list[str] | None) -> dict:
 
 
 def _cmd_list(args) -> int:
-    from mixsim import listing
+    from mixsim import _listing as listing
 
     if args.name:
         print(listing.describe(args.name))

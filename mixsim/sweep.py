@@ -45,7 +45,7 @@ from mixsim.scenario import (
     unknown_key_error,
 )
 
-__all__ = ["Sweep", "Point", "SweepOutcome", "load_sweep", "point_key", "run_sweep",
+__all__ = ["Sweep", "Point", "SweepOutcome", "load_sweep", "point_key", "run_sweep", "folder_lock",
            "run_point", "results_table", "aggregate", "write_tables", "plot_sweep", "KINDS"]
 
 KINDS = ("run", "mixing-time")
