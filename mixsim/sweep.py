@@ -419,10 +419,11 @@ def _resolve(spec, base, chosen, seed, source, lines, base_source, base_lines) -
 
 def _check_names(sweep: Sweep, source: str, lines: dict) -> None:
     """Load every distinct protocol (name and parameters) once, so that a misspelt name in
-    an axis fails now rather than in every point."""
+    an axis fails now rather than in every point; for mixing time, build each at every
+    number of workers (:func:`_check_sizes`)."""
     from mixsim.protocol import load_protocol
 
-    checked = set()
+    loaded, sizes = {}, set()
     for point in sweep.points:
         if sweep.kind == "run":
             name, params = point.config["protocol"]["name"], point.config["protocol"]["params"]
@@ -431,13 +432,12 @@ def _check_names(sweep: Sweep, source: str, lines: dict) -> None:
             name, params = point.config["protocol"], point.config["params"]
             key, prefix = "protocol", ""
         signature = _canonical([name, params])
-        if signature in checked:
+        if signature in loaded:
             if sweep.kind == "mixing-time":
-                _check_sizes(load_protocol(name, params), point, checked, source, lines)
+                _check_sizes(loaded[signature], point, sizes, source, lines)
             continue
-        checked.add(signature)
         try:
-            protocol = load_protocol(name, params)
+            protocol = loaded[signature] = load_protocol(name, params)
         except ConfigError as exc:
             varied = [k for k in sweep.axes if k == key or k.startswith(prefix + "params.")]
             named = [k for k in varied if exc.key and exc.key.endswith(k.rsplit(".", 1)[-1])]
@@ -447,7 +447,7 @@ def _check_names(sweep: Sweep, source: str, lines: dict) -> None:
             raise ConfigError(f"{exc.message} (at point {_describe(point.axes)})",
                               source=where, key=exc.key or key) from None
         if sweep.kind == "mixing-time":
-            _check_sizes(protocol, point, checked, source, lines)
+            _check_sizes(protocol, point, sizes, source, lines)
 
 
 def _check_sizes(protocol, point: Point, checked: set, source: str, lines: dict) -> None:
@@ -457,7 +457,7 @@ def _check_sizes(protocol, point: Point, checked: set, source: str, lines: dict)
     from mixsim.engine import Simulation
 
     for n in point.config["workers"]:
-        signature = _canonical([protocol.name, protocol.params, n])
+        signature = _canonical([protocol.source, protocol.name, protocol.params, n])
         if signature in checked:
             continue
         checked.add(signature)
@@ -539,7 +539,9 @@ def _read_point(path: Path) -> tuple[dict | None, str | None]:
         record = json.loads(text)
     except ValueError:
         return None, "not valid JSON (damaged)"
-    if not isinstance(record, dict) or record.get("checksum") != _checksum(record):
+    if not isinstance(record, dict) or "checksum" not in record:
+        return None, "no checksum (written by an older mixsim, or not a point file)"
+    if record["checksum"] != _checksum(record):
         return None, "checksum mismatch (changed after it was written)"
     return record, None
 
