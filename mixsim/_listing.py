@@ -101,11 +101,12 @@ def _range(spec) -> str:
 
 
 def _describe_protocol(name: str) -> str:
-    from mixsim.protocol import load_protocol
+    from mixsim.protocol import catalog, load_protocol
 
     protocol = load_protocol(name)
     spec = protocol.wrapper or protocol.spec
-    lines = [f"protocol {protocol.name}: {protocol.summary}", f"  file: {protocol.source}"]
+    # A protocol that extends another is built on the base's file; name its own.
+    lines = [f"protocol {protocol.name}: {protocol.summary}", f"  file: {catalog()[name]}"]
     if spec.description:
         lines += ["", _indent(plain(spec.description).strip())]
     params = protocol.describe_params()

@@ -120,6 +120,7 @@ def test_list_is_plain_text_in_whole_sentences(capsys):
 
 @pytest.mark.parametrize(("name", "needles"), [
     ("slack", ["protocol slack", "gamma (float, default", "in (0, 1]", "theory: t_mix = "]),
+    ("sparse", ["sparse.yaml", "eta (float, default 0.5, in (0, 1])", "base (str"]),
     ("gossip", ["weights (str, default 'metropolis', one of metropolis, uniform, max-degree)",
                 "graph_args (dict, default {})"]),
     ("top-k", ["compressor top-k", "top_k(k=None, *, density=None, offsets=None)",
