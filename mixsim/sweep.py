@@ -271,6 +271,8 @@ def load_sweep(path) -> Sweep:
                 seen[point.key] = {**point.axes, "seed": seed}
                 sweep.points.append(point)
     _check_names(sweep, source, lines)
+    if sweep.kind == "run":
+        _check_optimizers(sweep, source, lines, base_source)
     return sweep
 
 
@@ -448,6 +450,58 @@ def _check_names(sweep: Sweep, source: str, lines: dict) -> None:
                               source=where, key=exc.key or key) from None
         if sweep.kind == "mixing-time":
             _check_sizes(protocol, point, sizes, source, lines)
+
+
+def _check_optimizers(sweep: Sweep, source: str, lines: dict, base_source: str) -> None:
+    """Build every distinct optimizer, compressor and memory scheme of a learning sweep
+    once: a name or parameter their factories reject fails now, not in every point."""
+    from mixsim import optim
+
+    checked = set()
+    for point in sweep.points:
+        section = point.config["optimizer"]
+        signature = _canonical(section)
+        if signature in checked:
+            continue
+        checked.add(signature)
+        part = "method"
+        try:
+            method = dict(section["method"])
+            optim.make_optimizer(method.pop("name"), **method)
+            part = "compressor"
+            params = dict(section["compressor"])
+            compressor = optim.make_compressor(params.pop("name"), **params)
+            if section["memory"] != "none":
+                part = "memory"
+                optim.make_memory(section["memory"], compressor)
+        except ConfigError as exc:
+            prefix = f"optimizer.{part}"
+            sub = exc.key if exc.key and exc.key not in (part, "optimizer", "compressor") \
+                else "name"
+            key = prefix if part == "memory" else f"{prefix}.{sub}"
+            where = _origin(key, prefix, sweep.axes, source, lines, base_source)
+            raise ConfigError(f"{exc.message} (at point {_describe(point.axes)})",
+                              source=where, key=key) from None
+
+
+def _origin(key: str, prefix: str, axes: list, source: str, lines: dict,
+            base_source: str) -> str:
+    """Where a value at ``key`` (in section ``prefix``) came from: the axis or override
+    that sets it, else an axis varying its section, else the base scenario."""
+    def axis_line(axis):
+        return _where(source, lines, ("grid" if ("grid", axis) in lines else "zip", axis))
+
+    def sets(dotted):
+        return key == dotted or key.startswith(f"{dotted}.")
+
+    exact = [k for k in axes if sets(k)]
+    if exact:
+        return axis_line(exact[0])
+    overrides = [k for k in lines if len(k) == 2 and k[0] == "overrides" and sets(str(k[1]))]
+    if overrides:
+        return _where(source, lines, overrides[0])
+    siblings = [k for k in axes if k.startswith(prefix)]
+    return axis_line(siblings[0]) if siblings else base_source
 
 
 def _check_sizes(protocol, point: Point, checked: set, source: str, lines: dict) -> None:

@@ -108,16 +108,18 @@ def test_points_are_grid_times_zip_times_seeds(tmp_path):
 
 
 def test_serial_sweep_resumes_and_records_failures(tmp_path):
-    sweep_file = _write(tmp_path, SWEEP.replace("[0.2, 0.3]", "[0.2, 7]"))
+    sweep_file = _write(tmp_path, SWEEP.replace(
+        "protocol.name: [sync-ring, async-ring]", "protocol.name: [sync-ps, sync-ring]").replace(
+        "overrides: {steps: 30}", "overrides: {steps: 30, optimizer.placement: server}"))
     out = tmp_path / "out"
     outcome = run_sweep(sweep_file, out)
-    # The compressor rejects density 7 when a run builds it: those points are recorded as
-    # failed, with the error.
+    # Only a run that builds sync-ring finds it has no server slot for the optimizer:
+    # those points are recorded as failed, with the error.
     assert (outcome.total, outcome.done, outcome.failed) == (16, 8, 8)
     records = _points(out)
     assert len(records) == 16
     failed = [r for r in records.values() if r["status"] == "failed"]
-    assert len(failed) == 8 and all("density" in r["error"] for r in failed)
+    assert len(failed) == 8 and all("server slot" in r["error"] for r in failed)
     done = [r for r in records.values() if r["status"] == "done"]
     assert all(r["rows"][-1]["step"] == 30 and r["summary"]["complete"] for r in done)
     before = {p.name: p.read_bytes() for p in (out / "points").iterdir()}
@@ -220,6 +222,12 @@ seeds: [5]
          ["sweep.yaml:11: steps: 0: Input should be greater than or equal to 1"]),
         (SWEEP.replace("kind: run", "kind: run\nruns: 5"), ["sweep.yaml:3", "runs",
                                                              "mixing-time"]),
+        (SWEEP.replace("[0.2, 0.3]", "[0.2, 7]"),
+         ["sweep.yaml:9: optimizer.compressor.density", "7", "optimizer.compressor.density=7"]),
+        (SWEEP.replace("[top-k, rand-k]", "[top-k, rnad-k]"),
+         ["sweep.yaml:8: optimizer.compressor.name", "rnad-k", "rand-k"]),
+        (SWEEP.replace("{steps: 30}", "{steps: 30, optimizer.method.name: amsgard}"),
+         ["sweep.yaml:11: optimizer.method.name", "amsgard", "amsgrad"]),
     ],
 )
 def test_user_mistakes_give_one_line_and_exit_2(tmp_path, capsys, sweep, needles):
@@ -375,8 +383,9 @@ def test_a_diverged_point_keeps_its_rows_as_mixsim_run_does(tmp_path):
 
 def test_plotting_a_sweep_with_no_result_fails_without_a_file(tmp_path, capsys):
     out = tmp_path / "out"
-    run_sweep(_write(tmp_path, SWEEP.replace("[0.2, 0.3]", "[7, 8]").replace(
-        "seeds: 2", "seeds: 1")), out)
+    # Neither ring has a server slot for the optimizer: every point fails when it runs.
+    run_sweep(_write(tmp_path, SWEEP.replace("seeds: 2", "seeds: 1").replace(
+        "overrides: {steps: 30}", "overrides: {steps: 30, optimizer.placement: server}")), out)
     png = tmp_path / "empty.png"
     assert _exit_code(["plot", str(out), "--metric", "loss", "--x", "optimizer.method.lr",
                        "--out", str(png)]) == 2
