@@ -34,46 +34,46 @@ def _key_values(pairs: list[str] | None) -> dict:
 
 
 def _cmd_list(args) -> int:
-    from mixsim import data, problems
-    from mixsim.optim import compressors, memory, registry
-    from mixsim.protocol import list_protocols
+    from mixsim import _listing as listing
 
-    sections = [
-        ("protocols", list_protocols()),
-        ("problems", problems.list_problems()),
-        ("datasets", data.list_datasets()),
-        ("optimizers", _registry_rows(registry._OPTIMIZERS)),
-        ("compressors", _registry_rows(compressors._COMPRESSORS)),
-        ("memory schemes", [("none", "naive: send the compressed vector, remember nothing")]
-         + _registry_rows(memory._MEMORIES)),
-    ]
+    if args.name:
+        print(listing.describe(args.name))
+        return 0
+    sections = listing.sections()
     width = max(len(name) for _, rows in sections for name, _ in rows)
     for title, rows in sections:
         print(f"{title}:")
         for name, summary in rows:
             print(f"  {name:<{width}}  {summary}")
+    print("\n`mixsim list NAME` shows the parameters, defaults and choices of one.")
     return 0
 
 
-def _registry_rows(table: dict) -> list[tuple[str, str]]:
-    """``(name, first line of the factory's docstring)`` for a registry of factories."""
-    rows = []
-    for name, factory in table.items():
-        doc = (factory.__doc__ or "").strip().splitlines()
-        rows.append((name, doc[0].rstrip(".") if doc else ""))
-    return rows
+#: Keys only a protocol file has, and keys only a sweep file has; any other mapping is
+#: read as a scenario (every scenario key is optional, so ``seed: -5`` is one).
+_PROTOCOL_KEYS = {"summary", "description", "theory", "params", "slots", "view", "target",
+                  "schedule", "communication", "consensus", "extends", "sparsify"}
+_SWEEP_KEYS = {"kind", "base", "grid", "zip", "seeds", "overrides", "runs", "method",
+               "starts", "coords"}
 
 
-def _is_scenario(path: Path) -> bool:
+def _file_kind(path: Path) -> str:
+    """``"scenario"``, ``"sweep"`` or ``"protocol"`` (also for a file that cannot be read
+    as a mapping: the protocol loader then says what is wrong)."""
     from mixsim import _yaml
 
     try:
         data = _yaml.load(path.read_text())
     except Exception:
-        return False
-    return isinstance(data, dict) and "communication" not in data and "schedule" not in data \
-        and any(key in data for key in ("problem", "data", "optimizer", "steps", "epochs",
-                                        "workers", "protocol"))
+        return "protocol"
+    if not isinstance(data, dict) and data is not None:
+        return "protocol"
+    keys = set(data or {})
+    if keys & _SWEEP_KEYS:
+        return "sweep"
+    if keys & _PROTOCOL_KEYS:
+        return "protocol"
+    return "scenario"
 
 
 def _cmd_validate(args) -> int:
@@ -83,16 +83,30 @@ def _cmd_validate(args) -> int:
     path = Path(args.file)
     if not path.is_file():
         raise ConfigError(f"no such file: {args.file}", source=args.file)
-    if _is_scenario(path):
+    if args.workers is not None and args.workers < 1:
+        raise ConfigError(f"{args.workers}: must be an integer >= 1", key="--workers")
+    kind = _file_kind(path)
+    if kind == "sweep":
+        from mixsim.sweep import load_sweep
+
+        if args.workers is not None:
+            raise ConfigError("a sweep sets its own workers; --workers is for protocol and "
+                              "scenario files", key="--workers")
+        sweep = load_sweep(path)
+        print(f"{args.file}: valid sweep {sweep.name!r}: {len(sweep.points)} points")
+        return 0
+    if kind == "scenario":
         from mixsim.learning import check_scenario
 
-        scenario = check_scenario(path)
+        overrides = {} if args.workers is None else {"workers": args.workers}
+        scenario = check_scenario(path, overrides)
         print(f"{args.file}: valid scenario {scenario.name!r}")
         return 0
     protocol = load_protocol(path)
+    n = 4 if args.workers is None else args.workers
     # Building a small simulation checks every rule's op and arguments too.
-    Simulation(protocol, 4).run(4)
-    print(f"{args.file}: valid protocol {protocol.name!r}")
+    Simulation(protocol, n).run(n)
+    print(f"{args.file}: valid protocol {protocol.name!r} ({n} workers)")
     return 0
 
 
@@ -103,7 +117,8 @@ def _cmd_run(args) -> int:
     out = args.out
     try:
         result = run(args.scenario, out=out, overrides=overrides, seed=args.seed,
-                     progress=not args.quiet and sys.stderr.isatty())
+                     progress=not args.quiet and sys.stderr.isatty(),
+                     overwrite=args.overwrite)
     except DivergenceError as exc:
         print(f"mixsim: error: {args.scenario}: {exc}; the metrics so far are kept"
               + (f" in {out}" if out else ""), file=sys.stderr)
@@ -275,6 +290,10 @@ def _cmd_sweep(args) -> int:
         with dask_client(args.scheduler, args.workers) as client:
             outcome = run_sweep(sweep, args.out, client=client,
                                 retry_failed=args.retry_failed, progress=progress)
+    for point, reason in outcome.recomputed:
+        axes = ", ".join(f"{k}={v!r}" for k, v in {**point.axes, "seed": point.seed}.items())
+        print(f"mixsim: note: point {point.key[:12]} ({axes}) recomputed; its file: {reason}",
+              file=sys.stderr)
     if not args.quiet:
         print(f"{sweep.name}: {outcome.total} points ({outcome.done} computed now, "
               f"{outcome.skipped} found in {outcome.out_dir}, {outcome.failed} failed); "
@@ -306,7 +325,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"mixsim {__version__}")
     subs = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    sub = subs.add_parser("list", help="list the protocol catalog")
+    sub = subs.add_parser("list", help="list protocols, problems, datasets, optimizers, "
+                                       "compressors; or the details of one")
+    sub.add_argument("name", nargs="?", help="show the parameters, defaults and choices of "
+                                             "this protocol, problem, dataset, ...")
     sub.set_defaults(func=_cmd_list)
 
     sub = subs.add_parser("run", help="run a learning scenario")
@@ -316,11 +338,15 @@ def build_parser() -> argparse.ArgumentParser:
                      help="override a dotted scenario key, e.g. optimizer.method.lr=0.01")
     sub.add_argument("--seed", type=int, default=None, help="override the scenario's seed")
     sub.add_argument("--quiet", action="store_true", help="no progress bar, no summary line")
+    sub.add_argument("--overwrite", action="store_true",
+                     help="replace the outputs of another scenario in the output folder")
     sub.set_defaults(func=_cmd_run)
 
     sub = subs.add_parser("validate",
-                          help="check a protocol or scenario file (exit 0 when valid)")
+                          help="check a protocol, scenario or sweep file (exit 0 when valid)")
     sub.add_argument("file")
+    sub.add_argument("--workers", type=int, metavar="N",
+                     help="simulated workers to check a protocol (default 4) or scenario with")
     sub.set_defaults(func=_cmd_validate)
 
     sub = subs.add_parser("mixing-time", help="mixing time of a protocol")

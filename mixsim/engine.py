@@ -22,8 +22,7 @@ import simpy
 from mixsim.blocks import BLOCKS, BlockContext
 from mixsim.errors import DivergenceError, ProtocolError
 from mixsim.operators import _apply_rows, _apply_sequence
-from mixsim.protocol import Protocol, RuleSpec, load_protocol
-from mixsim.state import SlotLayout
+from mixsim.protocol import RuleSpec, build_layout, load_protocol
 from mixsim.timing import Timing
 from mixsim.trace import Consensus, Trace
 
@@ -31,35 +30,6 @@ __all__ = ["Simulation", "build_layout"]
 
 #: compute(worker, view, step) -> update to add to the worker's target slot (or None).
 ComputeFn = Callable[[int, np.ndarray, int], "np.ndarray | None"]
-
-
-def build_layout(protocol: Protocol, n: int) -> SlotLayout:
-    """The slot layout of ``protocol`` for ``n`` workers."""
-    groups = {"workers": n}
-    for name, count in protocol.spec.slots.items():
-        value = protocol.evaluate(count, n, f"slots.{name}")
-        if name == "workers":
-            raise ProtocolError("the 'workers' group is implicit", source=protocol.source,
-                                key="slots.workers")
-        if not isinstance(value, int) or value < 1:
-            raise ProtocolError(f"slot count {value!r} must be a positive integer for n = {n}",
-                                source=protocol.source, key=f"slots.{name}")
-        groups[name] = value
-    target = protocol.spec.target
-    if not isinstance(target, str) and target.delay_line is not None:
-        line = target.delay_line
-        groups.setdefault(line.group, _delay_line_length(protocol, n))
-    return SlotLayout(groups)
-
-
-def _delay_line_length(protocol: Protocol, n: int) -> int:
-    line = protocol.spec.target.delay_line
-    delay = protocol.evaluate(line.delay, n, "target.delay_line.delay")
-    if not isinstance(delay, int) or delay < 0:
-        raise ProtocolError(f"delay {delay!r} must be an integer >= 0", source=protocol.source,
-                            key="target.delay_line.delay")
-    distribution = protocol.evaluate(line.distribution, n, "target.delay_line.distribution")
-    return {"constant": delay, "uniform": 2 * delay}.get(distribution, 4 * delay) + 1
 
 
 @dataclass

@@ -50,8 +50,14 @@ class DivergenceError(MixsimError, FloatingPointError):
         The computation step at which the first non-finite value appeared.
     message : str
         Details.
+
+    Attributes
+    ----------
+    result : RunResult or None
+        What a learning run recorded up to the divergence (set by :func:`mixsim.run`).
     """
 
     def __init__(self, step: int, message: str = "non-finite value in the state"):
         self.step = step
+        self.result = None
         super().__init__(f"diverged at step {step}: {message}")

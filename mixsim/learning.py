@@ -18,16 +18,13 @@ from threadpoolctl import threadpool_limits
 from mixsim._section import section as _section
 from mixsim.engine import Simulation
 from mixsim.errors import ConfigError, DivergenceError
+from mixsim.metrics import METRICS
 from mixsim.placements import RunContext, Traffic, make_placement
 from mixsim.protocol import load_protocol
 from mixsim.scenario import Scenario, load_scenario
 from mixsim.timing import ComputeTime, Links, Timing
 
 __all__ = ["RunResult", "run", "check_scenario", "METRICS"]
-
-#: Columns of the metrics table, in order.
-METRICS = ("step", "epoch", "time", "loss", "grad_norm", "test_accuracy",
-           "stationary_distance", "bits_up", "bits_down")
 
 
 @dataclass
@@ -275,7 +272,7 @@ def _corollary1(scenario: Scenario, source: str | None, *, measure: bool = True)
 
 
 def run(scenario, *, out=None, overrides: dict | None = None, seed: int | None = None,
-        progress: bool = False) -> RunResult:
+        progress: bool = False, overwrite: bool = False) -> RunResult:
     """Run a learning scenario.
 
     Parameters
@@ -290,6 +287,9 @@ def run(scenario, *, out=None, overrides: dict | None = None, seed: int | None =
         Overrides the scenario's seed.
     progress : bool
         Show a progress bar (quiet when not on a terminal).
+    overwrite : bool
+        Replace the outputs of a different scenario found in the output folder (by default
+        a run refuses them; its own earlier outputs are always replaced).
 
     Returns
     -------
@@ -298,10 +298,11 @@ def run(scenario, *, out=None, overrides: dict | None = None, seed: int | None =
     Raises
     ------
     ConfigError
-        Invalid scenario (file, line, key and value in the message).
+        Invalid scenario (file, line, key and value in the message), or an output folder
+        holding the outputs of another scenario (without ``overwrite``).
     DivergenceError
         A non-finite value appeared; the outputs up to that point are written first and the
-        summary says ``"complete": false``.
+        summary says ``"complete": false``; the error's ``result`` holds the rows so far.
     """
 
 
@@ -321,10 +322,10 @@ def run(scenario, *, out=None, overrides: dict | None = None, seed: int | None =
     # The simulated workers run one after another on small matrices: one BLAS thread is
     # faster than several fighting over the cores (and than oversubscribing Dask workers).
     with threadpool_limits(limits=1):
-        return _run(scenario, source, out_dir, started, progress)
+        return _run(scenario, source, out_dir, started, progress, overwrite)
 
 
-def _run(scenario, source, out_dir, started, progress) -> RunResult:
+def _run(scenario, source, out_dir, started, progress, overwrite) -> RunResult:
     from tqdm import tqdm
 
     from mixsim import report
@@ -333,7 +334,8 @@ def _run(scenario, source, out_dir, started, progress) -> RunResult:
     learner = _Learner(scenario, source)
     result = RunResult(scenario, out_dir=out_dir)
     total = learner.total_steps()
-    writer = report.Writer(out_dir, scenario) if out_dir is not None else None
+    writer = report.Writer(out_dir, scenario, overwrite=overwrite) \
+        if out_dir is not None else None
     error = None
     bar = tqdm(total=total, desc=scenario.name, disable=not progress, unit="step")
     try:
@@ -361,5 +363,6 @@ def _run(scenario, source, out_dir, started, progress) -> RunResult:
     if writer is not None:
         writer.finish(result, learner)
     if error is not None:
+        error.result = result
         raise error
     return result

@@ -22,8 +22,9 @@ from simpleeval import EvalWithCompoundTypes, NameNotDefined
 
 from mixsim import _yaml
 from mixsim.errors import ConfigError, ProtocolError
+from mixsim.state import SlotLayout
 
-__all__ = ["Protocol", "load_protocol", "catalog", "catalog_dir"]
+__all__ = ["Protocol", "load_protocol", "build_layout", "catalog", "catalog_dir"]
 
 
 class _Strict(BaseModel):
@@ -99,7 +100,8 @@ class ProtocolSpec(_Strict):
 
 _FUNCTIONS = {
     "ceil": math.ceil, "floor": math.floor, "log": math.log, "log2": math.log2,
-    "sqrt": math.sqrt, "min": min, "max": max, "abs": abs, "int": int, "float": float,
+    "sqrt": math.sqrt, "isqrt": math.isqrt, "min": min, "max": max, "abs": abs, "int": int,
+    "float": float,
 }
 
 
@@ -239,9 +241,23 @@ class Protocol:
         self.wrapper = wrapper
 
     def evaluate(self, value, n: int, key: str = "", extra: dict | None = None):
-        """Evaluate ``value`` (an ``=expression`` string, or a literal) for ``n`` workers."""
+        """Evaluate ``value`` (an ``=expression`` string, or a literal) for ``n`` workers.
+
+        Expressions nested in a mapping or a list (``graph_args: {m: "=side"}``), or in
+        the mapping an expression returns (``"=graph_args"``), are evaluated too.
+        """
+        if isinstance(value, dict):
+            return {k: self.evaluate(v, n, f"{key}.{k}", extra) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self.evaluate(v, n, f"{key}[{i}]", extra) for i, v in enumerate(value)]
         if not (isinstance(value, str) and value.startswith("=")):
             return value
+        result = self._expression(value, n, key, extra)
+        if isinstance(result, dict | list):
+            return self.evaluate(result, n, key, extra)
+        return result
+
+    def _expression(self, value: str, n: int, key: str, extra: dict | None):
         extra = extra or {}
         names = {"n": n, **self.params, **{k: v for k, v in extra.items() if not callable(v)}}
         functions = {**_FUNCTIONS, **{k: v for k, v in extra.items() if callable(v)}}
@@ -270,7 +286,6 @@ class Protocol:
         import numpy as np
 
         from mixsim.blocks import BLOCKS, BlockContext
-        from mixsim.engine import build_layout
         from mixsim.spectral import consensus_rounds
 
         def rounds():
@@ -292,6 +307,35 @@ class Protocol:
         if self.wrapper is not None:
             specs.update(self.wrapper.params)
         return specs
+
+
+def build_layout(protocol: Protocol, n: int) -> SlotLayout:
+    """The slot layout of ``protocol`` for ``n`` workers."""
+    groups = {"workers": n}
+    for name, count in protocol.spec.slots.items():
+        value = protocol.evaluate(count, n, f"slots.{name}")
+        if name == "workers":
+            raise ProtocolError("the 'workers' group is implicit", source=protocol.source,
+                                key="slots.workers")
+        if not isinstance(value, int) or value < 1:
+            raise ProtocolError(f"slot count {value!r} must be a positive integer for n = {n}",
+                                source=protocol.source, key=f"slots.{name}")
+        groups[name] = value
+    target = protocol.spec.target
+    if not isinstance(target, str) and target.delay_line is not None:
+        line = target.delay_line
+        groups.setdefault(line.group, _delay_line_length(protocol, n))
+    return SlotLayout(groups)
+
+
+def _delay_line_length(protocol: Protocol, n: int) -> int:
+    line = protocol.spec.target.delay_line
+    delay = protocol.evaluate(line.delay, n, "target.delay_line.delay")
+    if not isinstance(delay, int) or delay < 0:
+        raise ProtocolError(f"delay {delay!r} must be an integer >= 0", source=protocol.source,
+                            key="target.delay_line.delay")
+    distribution = protocol.evaluate(line.distribution, n, "target.delay_line.distribution")
+    return {"constant": delay, "uniform": 2 * delay}.get(distribution, 4 * delay) + 1
 
 
 def load_protocol(protocol: str | Path | Protocol, params: dict | None = None) -> Protocol:

@@ -8,6 +8,7 @@ run has finished, and stays so when it stopped early.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
@@ -17,8 +18,10 @@ from pathlib import Path
 import numpy as np
 
 from mixsim import bounds
+from mixsim.errors import ConfigError
+from mixsim.metrics import METRICS
 
-__all__ = ["Writer", "summary"]
+__all__ = ["Writer", "summary", "scenario_fingerprint"]
 
 _PACKAGES = ("mixsim", "numpy", "scipy", "simpy", "numba", "networkx", "scikit-learn")
 
@@ -37,8 +40,6 @@ def _cell(value) -> str:
 
 def metrics_csv(rows: list[dict]) -> str:
     """The metrics rows as CSV text (header, then one line per evaluation)."""
-    from mixsim.learning import METRICS
-
     lines = [",".join(METRICS)]
     lines += [",".join(_cell(row[name]) for name in METRICS) for row in rows]
     return "\n".join(lines) + "\n"
@@ -83,17 +84,50 @@ def summary(scenario, learner, result, t_mix, xi, wall_time, error,
         "wall_time_seconds": round(wall_time, 3),
         "versions": _versions(),
         "scenario": scenario.model_dump(mode="json"),
+        "scenario_sha256": scenario_fingerprint(scenario),
     }
 
 
-class Writer:
-    """Writes the outputs of one run into a folder."""
+def scenario_fingerprint(scenario) -> str:
+    """SHA-256 of a resolved scenario's canonical JSON, its output folder left out: what a
+    folder's ``summary.json`` records, so that a run knows whose outputs a folder holds."""
+    config = scenario.model_dump(mode="json")
+    config["outputs"].pop("dir", None)
+    return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()
 
-    def __init__(self, out_dir: Path, scenario):
+
+def _check_owner(out_dir: Path, fingerprint: str) -> None:
+    try:
+        held = json.loads((out_dir / "summary.json").read_text())
+    except (OSError, ValueError):
+        return
+    theirs = held.get("scenario_sha256") if isinstance(held, dict) else None
+    if theirs is not None and theirs != fingerprint:
+        raise ConfigError(
+            f"holds the outputs of another scenario ({held.get('name')!r} with other "
+            "settings); choose another output folder, or replace them with --overwrite "
+            "(overwrite=True in Python)", source=str(out_dir))
+
+
+class Writer:
+    """Writes the outputs of one run into a folder.
+
+    Raises
+    ------
+    ConfigError
+        The folder holds the outputs of a different scenario (its ``summary.json`` says
+        so) and ``overwrite`` is false: nothing is written.
+    """
+
+    def __init__(self, out_dir: Path, scenario, *, overwrite: bool = False):
         self.out_dir = Path(out_dir)
+        fingerprint = scenario_fingerprint(scenario)
+        if not overwrite:
+            _check_owner(self.out_dir, fingerprint)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         _atomic_write(self.out_dir / "summary.json", json.dumps(
-            {"name": scenario.name, "complete": False, "status": "running"}, indent=2) + "\n")
+            {"name": scenario.name, "complete": False, "status": "running",
+             "scenario_sha256": fingerprint}, indent=2) + "\n")
         stale = self.out_dir / "metrics.csv"
         if stale.exists():
             stale.unlink()

@@ -8,6 +8,7 @@ every key. Every error names the file, the line where it can, the key and the ba
 from __future__ import annotations
 
 import difflib
+import os
 from pathlib import Path
 from typing import Any, Literal
 
@@ -24,7 +25,7 @@ from pydantic import (
 from mixsim import _yaml
 from mixsim.errors import ConfigError
 
-__all__ = ["Scenario", "load_scenario", "apply_overrides"]
+__all__ = ["Scenario", "load_scenario", "apply_overrides", "resolve_paths"]
 
 
 class _Strict(BaseModel):
@@ -219,6 +220,42 @@ def apply_overrides(data: dict, overrides: dict[str, Any]) -> dict:
     return data
 
 
+#: Scenario keys that may name a file, and whether a value is a file there (a protocol is
+#: a catalog name unless it looks like a path; a graph is a generator name unless it has a
+#: file suffix: generator names have none).
+_FILE_KEYS = {
+    ("data", "path"): lambda value: True,
+    ("protocol", "name"): lambda value: value.endswith((".yaml", ".yml")) or "/" in value,
+    ("protocol", "params", "graph"): lambda value: "/" in value or bool(Path(value).suffix),
+}
+
+
+def resolve_paths(data: dict, folder) -> dict:
+    """Make the relative file paths of a scenario mapping relative to ``folder`` (the
+    scenario file's), in place: a scenario means the same files from any working folder.
+
+    Parameters
+    ----------
+    data : dict
+        A scenario as read from its file (before ``--set`` overrides, whose paths are
+        relative to the working folder, as anything typed at the shell).
+    folder : str or Path
+
+    Returns
+    -------
+    dict
+        ``data``.
+    """
+    for keys, is_file in _FILE_KEYS.items():
+        node = data
+        for key in keys[:-1]:
+            node = node.get(key) if isinstance(node, dict) else None
+        value = node.get(keys[-1]) if isinstance(node, dict) else None
+        if isinstance(value, str) and value and is_file(value) and not os.path.isabs(value):
+            node[keys[-1]] = os.path.normpath(os.path.join(os.path.abspath(folder), value))
+    return data
+
+
 def load_scenario(path, overrides: dict[str, Any] | None = None) -> Scenario:
     """Read and validate a scenario file.
 
@@ -238,6 +275,12 @@ def load_scenario(path, overrides: dict[str, Any] | None = None) -> Scenario:
     ConfigError
         Missing file, invalid YAML, unknown key (with a did-you-mean), value of the wrong
         type or out of range; the message names the file, line, key and value.
+
+    Notes
+    -----
+    Relative file paths in the file (``data.path``, a protocol file as ``protocol.name``,
+    an edge-list file as ``protocol.params.graph``) are relative to the file's folder
+    (:func:`resolve_paths`); those in ``overrides`` to the working folder.
     """
     source = str(path)
     path = Path(path)
@@ -255,7 +298,7 @@ def load_scenario(path, overrides: dict[str, Any] | None = None) -> Scenario:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(f"a scenario is a mapping, got {type(data).__name__}", source=source)
-    data = apply_overrides(data, overrides or {})
+    data = apply_overrides(resolve_paths(data, path.parent), overrides or {})
     try:
         return Scenario.model_validate(data)
     except ValidationError as exc:

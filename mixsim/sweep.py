@@ -11,47 +11,57 @@ run again ends with every point exactly once. ``docs/sweeps.md`` is the referenc
 
 from __future__ import annotations
 
+import collections
 import copy
 import csv
+import datetime
 import hashlib
 import io
 import itertools
 import json
 import math
 import os
+import re
+import socket
 import traceback
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from mixsim import _yaml
-from mixsim.errors import ConfigError
+from mixsim.errors import ConfigError, DivergenceError
+from mixsim.metrics import METRICS
 from mixsim.scenario import (
     Scenario,
     _error_from_validation,
     _key_lines,
     apply_overrides,
+    resolve_paths,
     unknown_key_error,
 )
 
-__all__ = ["Sweep", "Point", "SweepOutcome", "load_sweep", "point_key", "run_sweep",
+__all__ = ["Sweep", "Point", "SweepOutcome", "load_sweep", "point_key", "run_sweep", "folder_lock",
            "run_point", "results_table", "aggregate", "write_tables", "plot_sweep", "KINDS"]
 
 KINDS = ("run", "mixing-time")
 #: Keys of a mixing-time point (and so the axes a mixing-time sweep may vary).
 MIXING_KEYS = ("protocol", "workers", "runs", "method", "params", "starts", "coords")
 #: Metric columns of a learning point (its last evaluation, then the run's own t_mix, xi).
-RUN_METRICS = ("step", "epoch", "time", "loss", "grad_norm", "test_accuracy",
-               "stationary_distance", "bits_up", "bits_down", "t_mix", "xi")
+RUN_METRICS = (*METRICS, "t_mix", "xi")
 #: Metric columns of a mixing-time point (one row per number of workers).
 MIXING_METRICS = ("workers", "t_mix", "ci95_low", "ci95_high", "xi", "theory", "runs",
                   "method")
 _POINTS = "points"
+#: A sweep name: the name of one folder, not hidden, never ``..`` or a path.
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")
 _MANIFEST = "sweep.json"
+_LOCK = ".sweep.lock"
+_HOLDER = ".sweep.lock.holder"
 
 
 class _Strict(BaseModel):
@@ -81,7 +91,7 @@ class MixingPoint(_Strict):
     """The resolved configuration of one mixing-time point."""
 
     protocol: str
-    workers: list[int] = Field(default_factory=lambda: [8])
+    workers: list[Annotated[int, Field(ge=1)]] = Field(default_factory=lambda: [8])
     runs: int = Field(100, ge=1)
     method: Literal["auto", "trace", "montecarlo", "spectral"] = "auto"
     seed: int = Field(0, ge=0)
@@ -150,6 +160,7 @@ class SweepOutcome:
     skipped: int
     done: int
     failed: int
+    recomputed: list[tuple[Point, str]] = field(default_factory=list)
 
 
 # -- reading and validating ---------------------------------------------------------------
@@ -234,6 +245,7 @@ def load_sweep(path) -> Sweep:
         spec = SweepFile.model_validate(data)
     except ValidationError as exc:
         raise _model_error(exc, SweepFile, source, lines) from None
+    _check_name(spec.name, _where(source, lines, ("name",)))
     _check_sections(spec, source, lines)
     axes = list(spec.grid) + list(spec.zip)
     sweep = Sweep(spec.name, spec.kind, source, axes)
@@ -259,7 +271,18 @@ def load_sweep(path) -> Sweep:
                 seen[point.key] = {**point.axes, "seed": seed}
                 sweep.points.append(point)
     _check_names(sweep, source, lines)
+    if sweep.kind == "run":
+        _check_optimizers(sweep, source, lines, base_source)
     return sweep
+
+
+def _check_name(name: str, where: str) -> None:
+    """A sweep's name becomes the folder ``out/NAME``: one plain folder name, never a path
+    that leads elsewhere (``../x``, ``/abs``)."""
+    if not _PLAIN_NAME.fullmatch(name):
+        raise ConfigError(f"{name!r}: must be a plain folder name (letters, digits, '.', "
+                          "'-', '_', not starting with '.'): the outputs go to out/NAME",
+                          source=where, key="name")
 
 
 def _check_sections(spec: SweepFile, source: str, lines: dict) -> None:
@@ -323,7 +346,7 @@ def _base(spec: SweepFile, path: Path, lines: dict) -> tuple[dict, str, dict]:
         return base, source, lines
     if isinstance(spec.base, dict):
         inline = {key[1:]: line for key, line in lines.items() if key[:1] == ("base",)}
-        return copy.deepcopy(spec.base), source, inline
+        return resolve_paths(copy.deepcopy(spec.base), path.parent), source, inline
     base_path = Path(spec.base)
     if not base_path.is_absolute():
         base_path = path.parent / base_path
@@ -333,7 +356,7 @@ def _base(spec: SweepFile, path: Path, lines: dict) -> tuple[dict, str, dict]:
     if not isinstance(data, dict):
         raise ConfigError(f"a scenario is a mapping, got {type(data).__name__}",
                           source=str(base_path))
-    return data, str(base_path), _key_lines(text)
+    return resolve_paths(data, base_path.parent), str(base_path), _key_lines(text)
 
 
 def _seeds(spec: SweepFile, base: dict, where: str) -> list[int]:
@@ -398,10 +421,11 @@ def _resolve(spec, base, chosen, seed, source, lines, base_source, base_lines) -
 
 def _check_names(sweep: Sweep, source: str, lines: dict) -> None:
     """Load every distinct protocol (name and parameters) once, so that a misspelt name in
-    an axis fails now rather than in every point."""
+    an axis fails now rather than in every point; for mixing time, build each at every
+    number of workers (:func:`_check_sizes`)."""
     from mixsim.protocol import load_protocol
 
-    checked = set()
+    loaded, sizes = {}, set()
     for point in sweep.points:
         if sweep.kind == "run":
             name, params = point.config["protocol"]["name"], point.config["protocol"]["params"]
@@ -410,11 +434,12 @@ def _check_names(sweep: Sweep, source: str, lines: dict) -> None:
             name, params = point.config["protocol"], point.config["params"]
             key, prefix = "protocol", ""
         signature = _canonical([name, params])
-        if signature in checked:
+        if signature in loaded:
+            if sweep.kind == "mixing-time":
+                _check_sizes(loaded[signature], point, sizes, source, lines)
             continue
-        checked.add(signature)
         try:
-            load_protocol(name, params)
+            protocol = loaded[signature] = load_protocol(name, params)
         except ConfigError as exc:
             varied = [k for k in sweep.axes if k == key or k.startswith(prefix + "params.")]
             named = [k for k in varied if exc.key and exc.key.endswith(k.rsplit(".", 1)[-1])]
@@ -423,6 +448,81 @@ def _check_names(sweep: Sweep, source: str, lines: dict) -> None:
             where = _where(source, lines, (section, axis), (key.split(".")[0],))
             raise ConfigError(f"{exc.message} (at point {_describe(point.axes)})",
                               source=where, key=exc.key or key) from None
+        if sweep.kind == "mixing-time":
+            _check_sizes(protocol, point, sizes, source, lines)
+
+
+def _check_optimizers(sweep: Sweep, source: str, lines: dict, base_source: str) -> None:
+    """Build every distinct optimizer, compressor and memory scheme of a learning sweep
+    once: a name or parameter their factories reject fails now, not in every point."""
+    from mixsim import optim
+
+    checked = set()
+    for point in sweep.points:
+        section = point.config["optimizer"]
+        signature = _canonical(section)
+        if signature in checked:
+            continue
+        checked.add(signature)
+        part = "method"
+        try:
+            method = dict(section["method"])
+            optim.make_optimizer(method.pop("name"), **method)
+            part = "compressor"
+            params = dict(section["compressor"])
+            compressor = optim.make_compressor(params.pop("name"), **params)
+            if section["memory"] != "none":
+                part = "memory"
+                optim.make_memory(section["memory"], compressor)
+        except ConfigError as exc:
+            prefix = f"optimizer.{part}"
+            sub = exc.key if exc.key and exc.key not in (part, "optimizer", "compressor") \
+                else "name"
+            key = prefix if part == "memory" else f"{prefix}.{sub}"
+            where = _origin(key, prefix, sweep.axes, source, lines, base_source)
+            raise ConfigError(f"{exc.message} (at point {_describe(point.axes)})",
+                              source=where, key=key) from None
+
+
+def _origin(key: str, prefix: str, axes: list, source: str, lines: dict,
+            base_source: str) -> str:
+    """Where a value at ``key`` (in section ``prefix``) came from: the axis or override
+    that sets it, else an axis varying its section, else the base scenario."""
+    def axis_line(axis):
+        return _where(source, lines, ("grid" if ("grid", axis) in lines else "zip", axis))
+
+    def sets(dotted):
+        return key == dotted or key.startswith(f"{dotted}.")
+
+    exact = [k for k in axes if sets(k)]
+    if exact:
+        return axis_line(exact[0])
+    overrides = [k for k in lines if len(k) == 2 and k[0] == "overrides" and sets(str(k[1]))]
+    if overrides:
+        return _where(source, lines, overrides[0])
+    siblings = [k for k in axes if k.startswith(prefix)]
+    return axis_line(siblings[0]) if siblings else base_source
+
+
+def _check_sizes(protocol, point: Point, checked: set, source: str, lines: dict) -> None:
+    """Build the protocol for each number of workers of a mixing-time point (once per
+    protocol, parameters and size): a size the protocol cannot take (a fixed graph of
+    another size, a slot count below 1) fails now, not when the point runs."""
+    from mixsim.engine import Simulation
+
+    for n in point.config["workers"]:
+        signature = _canonical([protocol.source, protocol.name, protocol.params, n])
+        if signature in checked:
+            continue
+        checked.add(signature)
+        try:
+            Simulation(protocol, n)
+        except ConfigError as exc:
+            section = "grid" if ("grid", "workers") in lines else "zip"
+            where = _where(source, lines, (section, "workers"), ("workers",), ("protocol",))
+            raise ConfigError(f"{exc.message} (in {exc.source}; at point "
+                              f"{_describe({**point.axes, 'workers': n})})",
+                              source=where, key="workers") from None
 
 
 # -- running -------------------------------------------------------------------------------
@@ -436,13 +536,20 @@ def run_point(kind: str, config: dict) -> dict:
         ``{"status": "done", "rows": [...], "summary": {...}}`` for a learning run,
         ``{"status": "done", "results": [...]}`` for a mixing-time point, or
         ``{"status": "failed", "error": ..., "traceback": ...}``: a point's failure is
-        recorded, never raised.
+        recorded, never raised. A learning run that diverged also keeps its ``rows`` and
+        ``summary`` up to the divergence.
     """
     try:
         if kind == "run":
             from mixsim.learning import run
 
-            result = run(Scenario.model_validate(config))
+            try:
+                result = run(Scenario.model_validate(config))
+            except DivergenceError as exc:
+                # As `mixsim run` does: the metrics recorded before the divergence are kept.
+                return {"status": "failed", "error": f"{type(exc).__name__}: {exc}",
+                        "traceback": traceback.format_exc(), "rows": exc.result.rows,
+                        "summary": exc.result.summary}
             return {"status": "done", "rows": result.rows, "summary": result.summary}
         from mixsim.mixing import mixing_time
 
@@ -467,16 +574,36 @@ def _atomic_write(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def _read_point(path: Path) -> dict | None:
+def _checksum(record: dict) -> str:
+    """SHA-256 of the canonical JSON of a point record without its own checksum."""
+    body = {k: v for k, v in record.items() if k != "checksum"}
+    return hashlib.sha256(_canonical(body).encode()).hexdigest()
+
+
+def _read_point(path: Path) -> tuple[dict | None, str | None]:
+    """A point file and, when it cannot be used, why: ``(None, None)`` when there is no
+    file, ``(None, reason)`` when it is unreadable or not what this sweep wrote."""
     try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
+        text = path.read_text()
+    except FileNotFoundError:
+        return None, None
+    except OSError as exc:
+        return None, f"unreadable ({exc.strerror})"
+    try:
+        record = json.loads(text)
+    except ValueError:
+        return None, "not valid JSON (damaged)"
+    if not isinstance(record, dict) or "checksum" not in record:
+        return None, "no checksum (written by an older mixsim, or not a point file)"
+    if record["checksum"] != _checksum(record):
+        return None, "checksum mismatch (changed after it was written)"
+    return record, None
 
 
 def _record(points_dir: Path, point: Point, kind: str, payload: dict) -> None:
     record = {"key": point.key, "kind": kind, "axes": point.axes, "seed": point.seed,
               "config": point.config, **payload}
+    record["checksum"] = _checksum(record)
     _atomic_write(points_dir / f"{point.key}.json", json.dumps(record, sort_keys=True) + "\n")
 
 
@@ -509,28 +636,42 @@ def run_sweep(sweep, out=None, *, client=None, retry_failed: bool = False,
     Notes
     -----
     Only this process writes files: ``sweep.json`` (the points), ``points/<key>.json``
-    (one per point, when it finishes; atomic), ``results.csv`` and ``aggregate.csv``.
-    Run one sweep at a time per output folder.
-    """
-    from tqdm import tqdm
+    (one per point, when it finishes; atomic, with a checksum), ``results.csv`` and
+    ``aggregate.csv``. It holds the folder's lock (:func:`folder_lock`) meanwhile: a
+    second sweep into the same folder stops with :class:`ConfigError`.
 
+    Raises
+    ------
+    ConfigError
+        Another sweep holds the output folder.
+    """
     if not isinstance(sweep, Sweep):
         sweep = load_sweep(sweep)
     out_dir = Path(out) if out is not None else Path("out") / sweep.name
     points_dir = out_dir / _POINTS
     points_dir.mkdir(parents=True, exist_ok=True)
+    with folder_lock(out_dir):
+        return _run_locked(sweep, out_dir, points_dir, client, retry_failed, progress)
+
+
+def _run_locked(sweep: Sweep, out_dir: Path, points_dir: Path, client, retry_failed: bool,
+                progress: bool) -> SweepOutcome:
+    from tqdm import tqdm
+
     for stale in points_dir.glob(".*.tmp"):
         stale.unlink(missing_ok=True)
     _atomic_write(out_dir / _MANIFEST, json.dumps(_manifest(sweep), indent=1) + "\n")
-    todo, skipped, failed = [], 0, 0
+    todo, skipped, failed, recomputed = [], 0, 0, []
     for point in sweep.points:
-        record = _read_point(points_dir / f"{point.key}.json")
+        record, problem = _read_point(points_dir / f"{point.key}.json")
         status = record.get("status") if record else None
         if status == "done" or (status == "failed" and not retry_failed):
             skipped += 1
             failed += status == "failed"
         else:
             todo.append(point)
+            if problem is not None:
+                recomputed.append((point, problem))
     done = 0
     bar = tqdm(total=len(sweep.points), initial=skipped, desc=sweep.name, unit="point",
                disable=not progress)
@@ -548,7 +689,46 @@ def run_sweep(sweep, out=None, *, client=None, retry_failed: bool = False,
     finally:
         bar.close()
     write_tables(out_dir)
-    return SweepOutcome(out_dir, len(sweep.points), skipped, done, failed)
+    return SweepOutcome(out_dir, len(sweep.points), skipped, done, failed, recomputed)
+
+
+@contextmanager
+def folder_lock(out_dir):
+    """Hold the lock of a sweep's output folder (one sweep at a time writes there).
+
+    The lock is an OS file lock (``filelock``), so it goes away with its process, even
+    one killed by SIGKILL; the holder's process id, host and start time are written next
+    to it so that a second sweep can say who holds it.
+
+    Raises
+    ------
+    ConfigError
+        Another process holds the lock (the message names it).
+    """
+    from filelock import FileLock, Timeout
+
+    out_dir = Path(out_dir)
+    lock = FileLock(out_dir / _LOCK)
+    holder = out_dir / _HOLDER
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        try:
+            who = json.loads(holder.read_text())
+            named = (f"process {who['pid']} on {who['host']}, running since "
+                     f"{who['since']}")
+        except (OSError, ValueError, KeyError, TypeError):
+            named = "a process that has not written its name yet"
+        raise ConfigError(f"another mixsim sweep is writing here ({named}); wait for it "
+                          "or choose another --out", source=str(out_dir)) from None
+    try:
+        since = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+        _atomic_write(holder, json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+                                          "since": since}) + "\n")
+        yield
+    finally:
+        holder.unlink(missing_ok=True)
+        lock.release()
 
 
 def _run_on(client, sweep: Sweep, todo: list[Point], points_dir: Path, bar) -> tuple[int, int]:
@@ -589,7 +769,7 @@ def _cell(value) -> str:
     return _canonical(value)
 
 
-def _load(out_dir: Path) -> tuple[dict, list[dict | None]]:
+def _load(out_dir: Path) -> tuple[dict, list[tuple[dict | None, str | None]]]:
     out_dir = Path(out_dir)
     manifest_path = out_dir / _MANIFEST
     if not manifest_path.is_file():
@@ -616,7 +796,9 @@ def results_table(out_dir, *, rows: Literal["final", "all"] = "final") -> tuple[
     columns : list of str
         ``point``, ``status``, the axes, ``seed``, the metrics, ``error``.
     table : list of dict
-        Points not computed yet have status ``missing``.
+        Points not computed yet have status ``missing``; a point file that is damaged or
+        was changed after it was written has status ``invalid`` (the reason in
+        ``error``); a failed run that recorded rows (a divergence) keeps them.
     """
     if rows not in ("final", "all"):
         raise ConfigError(f"{rows!r}: allowed: final, all", key="rows")
@@ -626,21 +808,25 @@ def results_table(out_dir, *, rows: Literal["final", "all"] = "final") -> tuple[
     columns = ["point", "status", *axes, "seed",
                *(m for m in metrics if m not in axes), "error"]
     table = []
-    for entry, record in zip(manifest["points"], records, strict=True):
-        head = {"point": entry["key"], "status": record["status"] if record else "missing",
-                **entry["axes"], "seed": entry["seed"]}
-        if record is None or record["status"] != "done":
-            table.append({**head, "error": record.get("error") if record else None})
-        elif manifest["kind"] == "run":
+    for entry, (record, problem) in zip(manifest["points"], records, strict=True):
+        status = record["status"] if record else ("invalid" if problem else "missing")
+        head = {"point": entry["key"], "status": status, **entry["axes"],
+                "seed": entry["seed"]}
+        if record is None:
+            table.append({**head, "error": problem})
+        elif manifest["kind"] == "run" and record.get("rows"):
+            # A diverged run keeps the rows it recorded, as `mixsim run` does.
             summary = record["summary"]
             chosen = record["rows"] if rows == "all" else record["rows"][-1:]
             for row in chosen:
-                table.append({**head, **row, "t_mix": summary["t_mix"], "xi": summary["xi"]})
+                table.append({**head, **row, "t_mix": summary["t_mix"], "xi": summary["xi"],
+                              "error": record.get("error")})
+        elif record["status"] != "done":
+            table.append({**head, "error": record.get("error")})
         else:
             for result in record["results"]:
                 ci = result["ci95"] or (None, None)
-                table.append({**head, **{k: v for k, v in result.items() if k != "samples"},
-                              "ci95_low": ci[0], "ci95_high": ci[1]})
+                table.append({**head, **result, "ci95_low": ci[0], "ci95_high": ci[1]})
     return columns, table
 
 
@@ -661,7 +847,9 @@ def aggregate(out_dir, *, rows: Literal["final", "all"] = "final") -> tuple[list
     """Mean and 95% Student-t interval of each metric across seeds.
 
     Points are grouped by their axis values (and, for mixing time, the number of workers;
-    for ``rows="all"``, the step); non-finite and missing values are left out.
+    for ``rows="all"``, the step); non-finite and missing values are left out. The t_mix
+    of a mixing-time sweep pools the runs of all seeds: its interval is that of the mean
+    of every run (with one seed: the point's own 95% interval).
 
     Returns
     -------
@@ -705,6 +893,12 @@ def aggregate(out_dir, *, rows: Literal["final", "all"] = "final") -> tuple[list
         for metric in metrics:
             values = np.array([v for v in (_number(r.get(metric)) for r in finished)
                                if v is not None])
+            if metric == "t_mix" and manifest["kind"] == "mixing-time" and finished:
+                # Every run of every seed is one sample of t_mix: the interval is that of
+                # the mean over all of them (with one seed, the point's own ci95).
+                values = np.array([v for r in finished
+                                   for v in (_number(s) for s in r.get("samples") or ())
+                                   if v is not None])
             mean = low = high = None
             if values.size:
                 mean = float(values.mean())
@@ -765,8 +959,22 @@ def plot_sweep(out_dir, path, *, metric: str, x: str, group: str | None = None,
     Raises
     ------
     ConfigError
-        Unknown metric or axis (the message lists the allowed ones).
+        Unknown metric or axis (the message lists the allowed ones), or no point with a
+        value of ``metric`` (every point failed or is missing): no empty plot is written.
     """
+    fig = _sweep_figure(out_dir, metric=metric, x=x, group=group, rows=rows, logx=logx,
+                        logy=logy)
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def _sweep_figure(out_dir, *, metric: str, x: str, group: str | None = None,
+                  rows: Literal["final", "all"] = "final", logx: bool = False,
+                  logy: bool = False):
+    """The figure of :func:`plot_sweep` (a ``matplotlib.figure.Figure``, not saved)."""
     from matplotlib.figure import Figure
 
     manifest, _ = _load(out_dir)
@@ -787,6 +995,12 @@ def plot_sweep(out_dir, path, *, metric: str, x: str, group: str | None = None,
             continue
         label = ", ".join(f"{k}={_cell(row[k])}" for k in ([group] if group else []) + others)
         lines.setdefault(label, []).append(row)
+    if not lines:
+        _, points = results_table(out_dir)
+        statuses = ", ".join(f"{n} {status}" for status, n in sorted(
+            collections.Counter(r["status"] for r in points).items()))
+        raise ConfigError(f"no point has a value of {metric!r} ({statuses}): nothing to "
+                          "plot", source=str(out_dir), key="--metric")
     numeric = all(_number(r[x]) is not None for r in table)
     categories = sorted({_cell(r[x]) for r in table}) if not numeric else []
     fig = Figure(figsize=(6.4, 4.4), dpi=120)
@@ -808,14 +1022,11 @@ def plot_sweep(out_dir, path, *, metric: str, x: str, group: str | None = None,
     if logy:
         ax.set_yscale("log")
     ax.set_xlabel(x)
-    ax.set_ylabel(f"{metric} (mean, 95% interval over seeds)")
+    pooled = manifest["kind"] == "mixing-time" and metric == "t_mix"
+    ax.set_ylabel(f"{metric} (mean, 95% interval over {'all runs' if pooled else 'seeds'})")
     ax.set_title(manifest["name"])
     ax.grid(True, alpha=0.3)
     if any(lines):
         ax.legend(fontsize=8)
     fig.tight_layout()
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp)
-    os.replace(tmp, path)
-    return path
+    return fig

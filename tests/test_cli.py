@@ -57,10 +57,85 @@ def test_hand_made_protocol_file_by_path(tmp_path, capsys):
     assert json.loads(out)["results"][0]["t_mix"] == 12
 
 
+SIXTEEN = """
+name: fixed-16
+summary: Gossip on a fixed 16-node graph.
+communication:
+  - on: round
+    op: gossip
+    args: {group: workers, graph: hypercube_graph, graph_args: {n: 4}}
+"""
+
+
+def test_validate_takes_workers_for_a_fixed_size_protocol(tmp_path, capsys):
+    path = tmp_path / "sixteen.yaml"
+    path.write_text(SIXTEEN)
+    assert _exit_code(["validate", str(path)]) == 2
+    assert "16" in capsys.readouterr().err
+    assert main(["validate", str(path), "--workers", "16"]) == 0
+    assert "valid protocol 'fixed-16' (16 workers)" in capsys.readouterr().out
+
+
+def test_validate_a_sweep_file(tmp_path, capsys):
+    (tmp_path / "base.yaml").write_text("workers: 3\nsteps: 10\n")
+    path = tmp_path / "sweep.yaml"
+    path.write_text("name: s\nbase: base.yaml\ngrid: {optimizer.method.lr: [0.1, 0.2]}\n"
+                    "seeds: 2\n")
+    assert main(["validate", str(path)]) == 0
+    assert "valid sweep 's': 4 points" in capsys.readouterr().out
+    path.write_text("name: s\nbase: base.yaml\ngrid: {optimizer.method.lr: [0.1, -1]}\n")
+    assert _exit_code(["validate", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "optimizer.method.lr" in err and "-1" in err
+
+
+@pytest.mark.parametrize("content", ["seed: -5\n", "seed: 3\nname: partial\neval_every: 0\n"])
+def test_validate_takes_a_partial_scenario_for_a_scenario(tmp_path, capsys, content):
+    path = tmp_path / "partial.yaml"
+    path.write_text(content)
+    assert _exit_code(["validate", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "protocol" not in err
+    assert ("seed: -5" in err) if "-5" in content else ("eval_every: 0" in err)
+
+
 def test_list_shows_catalog(capsys):
     assert main(["list"]) == 0
     out = capsys.readouterr().out
     assert "sync-ring" in out and "hybrid" in out
+
+
+def test_list_is_plain_text_in_whole_sentences(capsys):
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert "``" not in out and ":func:" not in out and ":class:" not in out
+    rows = {line.split()[0]: line.split(None, 1)[1] for line in out.splitlines()
+            if line.startswith("  ")}
+    # Docstrings whose first sentence runs over two lines are shown whole.
+    assert rows["rmsprop"] == ("RMSProp in its corrected (monotone v) form: adam_family with "
+                               "p = 1/2, b1 = 0.")
+    assert rows["bernoulli"].endswith("with probability p_i = min(lambda |g_i|, 1).")
+    assert rows["sgd"] == "Plain stochastic gradient descent, x -= lr g."
+
+
+@pytest.mark.parametrize(("name", "needles"), [
+    ("slack", ["protocol slack", "gamma (float, default", "in (0, 1]", "theory: t_mix = "]),
+    ("sparse", ["sparse.yaml", "eta (float, default 0.5, in (0, 1])", "base (str"]),
+    ("gossip", ["weights (str, default 'metropolis', one of metropolis, uniform, max-degree)",
+                "graph_args (dict, default {})"]),
+    ("top-k", ["compressor top-k", "top_k(k=None, *, density=None, offsets=None)",
+               "density : float, optional"]),
+    ("amsgrad", ["optimizer amsgrad", "lr=0.001", "b1, b2 : float"]),
+    ("mlp", ["problem mlp", "hidden : sequence of int"]),
+    ("libsvm", ["dataset libsvm", "path, n_features, task"]),
+    ("error-feedback", ["memory scheme error-feedback", "compressor : Transformation"]),
+])
+def test_list_name_shows_parameters_defaults_choices_and_theory(capsys, name, needles):
+    assert main(["list", name]) == 0
+    out = capsys.readouterr().out
+    for needle in needles:
+        assert needle in out
+    assert "``" not in out
 
 
 @pytest.mark.parametrize(
@@ -77,6 +152,7 @@ def test_list_shows_catalog(capsys):
         (["mixing-time", "async-ring", "--method", "spectral", "--set", "x=1"], ["params.x"]),
         (["mixing-time", "hogwild", "--method", "spectral"], ["spectral", "hogwild"]),
         (["validate", "nowhere.yaml"], ["nowhere.yaml"]),
+        (["list", "sync-rnig"], ["'sync-rnig'", "did you mean sync-ring"]),
     ],
 )
 def test_user_mistakes_give_one_line_and_exit_2(argv, needles, capsys):

@@ -188,3 +188,30 @@ def test_schedule_and_weight_decay_reach_the_optimizer_from_the_scenario():
         x = x - lr * (g + 0.9 * buf)
         expected.append(problem.loss(x, ds.A_train, ds.y_train))
     np.testing.assert_allclose(result.table["loss"], expected, rtol=1e-10)
+
+
+def test_outputs_of_another_scenario_are_not_overwritten(tmp_path, capsys):
+    from mixsim.cli import main
+
+    path = tmp_path / "s.yaml"
+    path.write_text("name: s\nworkers: 2\nproblem: {name: logistic}\n"
+                    "data: {name: breast-cancer}\nsteps: 20\neval_every: 10\n"
+                    "outputs: {dir: out/s, plots: false, measure_mixing: false}\n")
+    out = tmp_path / "out" / "s"
+    assert main(["run", str(path), "--out", str(out), "--quiet"]) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    with pytest.raises(ConfigError, match="another scenario") as caught:
+        run(path, out=out, overrides={"optimizer.method.lr": 0.02})
+    assert str(out) in str(caught.value) and "overwrite" in str(caught.value)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert main(["run", str(path), "--out", str(out), "--quiet", "--set", "steps=10"]) == 2
+    assert "another scenario" in capsys.readouterr().err
+    # The same scenario again replaces its own outputs (the same metrics, to the byte).
+    assert main(["run", str(path), "--out", str(out), "--quiet"]) == 0
+    assert (out / "metrics.csv").read_bytes() == before["metrics.csv"]
+    # Asked for, another scenario replaces them.
+    result = run(path, out=out, overrides={"optimizer.method.lr": 0.02}, overwrite=True)
+    assert json.loads((out / "summary.json").read_text())["scenario"]["optimizer"][
+        "method"]["lr"] == 0.02 and result.complete
+    assert main(["run", str(path), "--out", str(out), "--quiet", "--overwrite"]) == 0
+    assert (out / "metrics.csv").read_bytes() == before["metrics.csv"]

@@ -268,3 +268,130 @@ def test_onebit_adam_parties_are_tang_et_al_per_worker():
         expected_bits = 32 * d if t <= warmup else 32 + d
         assert [message_bits(w) for w in ws] == [expected_bits] * n
         assert message_bits(ss) == expected_bits
+
+
+# -- non-finite values: passed on, never kept (issue 12, point 36) ------------------------
+
+def _compressors_of_4():
+    from mixsim.optim import adaptive, bernoulli, uniform
+
+    return {
+        "top-k": top_k(1), "top-k per layer": top_k(1, offsets=[0, 4]),
+        "top-k two layers": top_k(2, offsets=[0, 2, 4]), "rand-k": rand_k(2, seed=0),
+        "scaled sign": scaled_sign(), "bernoulli": bernoulli(0.5, seed=0),
+        "uniform": uniform(0.5, seed=0), "adaptive": adaptive(0.5, seed=0),
+    }
+
+
+@pytest.mark.parametrize("bad", [np.inf, -np.inf, np.nan])
+@pytest.mark.parametrize("name", list(_compressors_of_4()))
+def test_error_feedback_passes_non_finite_on_and_keeps_none(name, bad):
+    compressor = _compressors_of_4()[name]
+    ef = error_feedback(compressor)
+    state = ef.init(np.zeros(4))
+    g = np.array([bad, 1.0, 2.0, 3.0])
+    out, state = ef.update(g, state)
+    sent = ~np.isfinite(out)
+    # What was sent is not also remembered (inf - inf would store NaN there) ...
+    assert np.all(state.error[sent] == 0)
+    # ... and everything else is remembered exactly: c + e == g + e_old.
+    np.testing.assert_array_equal(state.error[~sent], (g - out)[~sent])
+    if not sent[0]:
+        assert not np.isfinite(state.error[0])  # not sent yet: it waits to be
+    # A later finite gradient is compressed as if the bad value had been sent and gone.
+    later = np.array([0.0, 1.0, 2.0, 4.0])
+    expected_total = state.error + later
+    out2, state = ef.update(later, state)
+    if np.isfinite(expected_total).all():
+        assert np.isfinite(out2).all() and np.isfinite(state.error).all()
+
+
+def test_error_feedback_whole_vector_and_per_layer_top_k_agree_on_inf():
+    g = np.array([np.inf, 1.0, 2.0, 3.0])
+    runs = []
+    for compressor in (top_k(1), top_k(1, offsets=[0, 4])):
+        ef = error_feedback(compressor)
+        state = ef.init(np.zeros(4))
+        outs = []
+        for step in (g, np.array([0.0, 1.0, 2.0, 3.0]), np.zeros(4)):
+            out, state = ef.update(step, state)
+            outs.append(out.copy())
+        runs.append((outs, state.error.copy()))
+    (whole, whole_error), (layered, layered_error) = runs
+    for a, b in zip(whole, layered, strict=True):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(whole_error, layered_error)
+    # The inf went out at step 1; then the largest finite memory, not a stale NaN, is sent.
+    assert whole[0].tolist() == [np.inf, 0.0, 0.0, 0.0]
+    assert whole[1].tolist() == [0.0, 0.0, 0.0, 6.0]
+    assert whole[2].tolist() == [0.0, 0.0, 4.0, 0.0]
+
+
+def test_adaptive_u_keeps_no_non_finite_value():
+    from mixsim.optim import adaptive
+
+    c = adaptive(0.5, seed=0)
+    state = c.init(np.zeros(4))
+    out, state = c.update(np.array([np.nan, 1.0, 2.0, 3.0]), state)
+    assert np.isnan(out).all()  # passed on: the whole message is NaN
+    assert np.isfinite(state.u).all() and np.all(state.u == 0)
+    out, state = c.update(np.array([1.0, 2.0, 3.0, 4.0]), state)
+    assert np.isfinite(out).all() and np.isfinite(state.u).all() and state.u.sum() > 0
+
+
+def test_markov_estimate_keeps_no_non_finite_value():
+    sender, receiver = markov(top_k(1), output="message"), accumulate()
+    s, r = sender.init(np.zeros(2)), receiver.init(np.zeros(2))
+    message, s = sender.update(np.array([np.inf, 1.0]), s)
+    estimate, r = receiver.update(message, r)
+    assert message.tolist() == [np.inf, 0.0] and estimate.tolist() == [np.inf, 0.0]
+    assert s.estimate.tolist() == r.estimate.tolist() == [0.0, 0.0]
+    message, s = sender.update(np.array([3.0, 1.0]), s)
+    estimate, r = receiver.update(message, r)
+    assert estimate.tolist() == [3.0, 0.0] and s.estimate.tolist() == [3.0, 0.0]
+
+
+@pytest.mark.parametrize("warmup", [0, 5])
+def test_onebit_adam_state_keeps_no_non_finite_value(warmup):
+    from mixsim.optim import onebit_adam
+
+    opt = onebit_adam(0.1, warmup=warmup)
+    x = np.zeros(4)
+    state = opt.init(x)
+    state = opt.step(np.array([1.0, -2.0, 3.0, 0.5]), state, x)
+    before = (state.m.copy(), state.v.copy(), state.error.copy())
+    bad = x.copy()
+    state = opt.step(np.array([np.nan, 1.0, 1.0, 1.0]), state, bad)
+    assert not np.isfinite(bad).all()  # passed on to the parameters
+    # Where the step's message is non-finite (one coordinate in warm-up, every one after:
+    # the scale is), the state keeps its value; elsewhere it moved on.
+    reached = ~np.isfinite(bad)
+    for kept, old in zip((state.m, state.v, state.error), before, strict=True):
+        assert np.isfinite(kept).all()
+        np.testing.assert_array_equal(kept[reached], old[reached])
+    state = opt.step(np.array([1.0, 1.0, 1.0, 1.0]), state, x)
+    assert np.isfinite(x).all() and np.isfinite(state.m).all()
+
+
+@pytest.mark.parametrize("warmup", [0, 5])
+def test_onebit_adam_parties_keep_no_non_finite_value(warmup):
+    ob = onebit_adam_parties(0.1, warmup=warmup)
+    x = np.zeros(4)
+    ws, ss, ms = ob.worker.init(x), ob.server.init(x), ob.model.init(x)
+
+    def round_(g, ws, ss, ms, x):
+        c1, ws = ob.worker.update(g, ws, ms.m)
+        c, ss = ob.server.update(c1, ss)
+        return c, ws, ss, ob.model.step(c, ms, x)
+
+    _, ws, ss, ms = round_(np.array([1.0, -2.0, 3.0, 0.5]), ws, ss, ms, x)
+    before = [a.copy() for a in (ws.error, ss.error, ms.m, ms.v)]
+    bad = x.copy()
+    c, ws, ss, ms = round_(np.array([np.nan, 1.0, 1.0, 1.0]), ws, ss, ms, bad)
+    assert not np.isfinite(c).all() and not np.isfinite(bad).all()
+    reached = ~np.isfinite(c)
+    for kept, old in zip((ws.error, ss.error, ms.m, ms.v), before, strict=True):
+        assert np.isfinite(kept).all()
+        np.testing.assert_array_equal(kept[reached], old[reached])
+    c, ws, ss, ms = round_(np.ones(4), ws, ss, ms, x)
+    assert np.isfinite(c).all() and np.isfinite(x).all()

@@ -155,3 +155,41 @@ def test_a_random_graph_is_the_same_for_every_method_and_run():
     other = load_protocol("gossip", {"graph": "random_regular_graph",
                                      "graph_args": {"d": 3}, "graph_seed": 6})
     assert mixing_time(other, 32, method="spectral")[0].t_mix > 0
+
+
+def _torus_W(side: int) -> np.ndarray:
+    """Metropolis weights on the side x side torus: every node has degree 4, so each
+    neighbour and the node itself weigh 1/5."""
+    n = side * side
+    W = np.zeros((n, n))
+    for r in range(side):
+        for c in range(side):
+            i = r * side + c
+            for dr, dc in ((0, 0), (1, 0), (-1, 0), (0, 1), (0, -1)):
+                W[i, ((r + dr) % side) * side + (c + dc) % side] += 1.0 / 5
+    return W
+
+
+def test_nested_graph_args_expressions_from_a_parameter(tmp_path):
+    path = tmp_path / "torus.yaml"
+    path.write_text("""\
+name: torus
+summary: gossip on a side x side torus
+params:
+  side: {type: int, default: 3, min: 3}
+communication:
+  - on: round
+    op: gossip
+    args: {group: workers, graph: grid_2d_graph,
+           graph_args: {m: "=side", n: "=side", periodic: true}}
+""")
+    (result,) = mixing_time(str(path), [16], params={"side": 4}, method="trace")
+    assert result.t_mix == 16 * _rounds_to_halve(_torus_W(4))
+
+
+def test_graph_args_derived_from_the_worker_count():
+    args = {"graph": "grid_2d_graph",
+            "graph_args": {"m": "=isqrt(n)", "n": "=isqrt(n)", "periodic": True}}
+    results = mixing_time("gossip", [9, 25], params=args, method="trace")
+    assert [r.t_mix for r in results] == [n * _rounds_to_halve(_torus_W(side))
+                                          for n, side in ((9, 3), (25, 5))]

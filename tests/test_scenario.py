@@ -96,3 +96,40 @@ def test_set_overrides_are_validated(tmp_path, capsys):
     path.write_text(GOOD)
     assert main(["run", str(path), "--set", "optimizer.method.lr=-5", "--quiet"]) == 2
     assert "optimizer.method.lr" in capsys.readouterr().err
+
+
+def test_relative_paths_are_relative_to_the_scenario_file(tmp_path, monkeypatch, capsys):
+    from sklearn.datasets import dump_svmlight_file, load_breast_cancer
+
+    from mixsim.scenario import load_scenario
+
+    folder = tmp_path / "project" / "scenarios"
+    (folder / "data").mkdir(parents=True)
+    (folder / "protocols").mkdir()
+    X, y = load_breast_cancer(return_X_y=True)
+    dump_svmlight_file(X[:120], y[:120], str(folder / "data" / "cancer.svm"))
+    (folder / "protocols" / "ring.yaml").write_text(
+        "name: my-ring\nsummary: ring\nschedule: sync\ncommunication:\n"
+        "  - {on: round, op: gossip, args: {group: workers, graph: cycle_graph}}\n")
+    (folder / "protocols" / "ring.edges").write_text("0 1\n1 2\n2 3\n3 0\n")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    data = "{name: libsvm, path: data/cancer.svm, batch: 8}"
+    scenario = folder / "relative.yaml"
+    scenario.write_text(GOOD.replace("{name: sync-ring}", "{name: protocols/ring.yaml}")
+                        .replace("{name: breast-cancer, batch: 8}", data))
+    assert main(["validate", str(scenario)]) == 0, capsys.readouterr().err
+    resolved = load_scenario(scenario)
+    assert resolved.data.path == str(folder / "data" / "cancer.svm")
+    assert resolved.protocol.name == str(folder / "protocols" / "ring.yaml")
+    # An edge-list file named as a protocol parameter, too.
+    scenario.write_text(GOOD.replace("{name: sync-ring}",
+                                     "{name: gossip, params: {graph: protocols/ring.edges}}")
+                        .replace("{name: breast-cancer, batch: 8}", data))
+    assert main(["validate", str(scenario)]) == 0, capsys.readouterr().err
+    # A --set value is typed at the shell: relative to the working folder.
+    (elsewhere / "mine.svm").write_bytes((folder / "data" / "cancer.svm").read_bytes())
+    assert main(["run", str(scenario), "--quiet", "--set", "data.path=mine.svm",
+                 "--out", str(tmp_path / "out")]) == 0
+    assert (tmp_path / "out" / "metrics.csv").is_file()

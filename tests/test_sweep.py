@@ -108,16 +108,18 @@ def test_points_are_grid_times_zip_times_seeds(tmp_path):
 
 
 def test_serial_sweep_resumes_and_records_failures(tmp_path):
-    sweep_file = _write(tmp_path, SWEEP.replace("[0.2, 0.3]", "[0.2, 7]"))
+    sweep_file = _write(tmp_path, SWEEP.replace(
+        "protocol.name: [sync-ring, async-ring]", "protocol.name: [sync-ps, sync-ring]").replace(
+        "overrides: {steps: 30}", "overrides: {steps: 30, optimizer.placement: server}"))
     out = tmp_path / "out"
     outcome = run_sweep(sweep_file, out)
-    # The compressor rejects density 7 when a run builds it: those points are recorded as
-    # failed, with the error.
+    # Only a run that builds sync-ring finds it has no server slot for the optimizer:
+    # those points are recorded as failed, with the error.
     assert (outcome.total, outcome.done, outcome.failed) == (16, 8, 8)
     records = _points(out)
     assert len(records) == 16
     failed = [r for r in records.values() if r["status"] == "failed"]
-    assert len(failed) == 8 and all("density" in r["error"] for r in failed)
+    assert len(failed) == 8 and all("server slot" in r["error"] for r in failed)
     done = [r for r in records.values() if r["status"] == "done"]
     assert all(r["rows"][-1]["step"] == 30 and r["summary"]["complete"] for r in done)
     before = {p.name: p.read_bytes() for p in (out / "points").iterdir()}
@@ -220,6 +222,12 @@ seeds: [5]
          ["sweep.yaml:11: steps: 0: Input should be greater than or equal to 1"]),
         (SWEEP.replace("kind: run", "kind: run\nruns: 5"), ["sweep.yaml:3", "runs",
                                                              "mixing-time"]),
+        (SWEEP.replace("[0.2, 0.3]", "[0.2, 7]"),
+         ["sweep.yaml:9: optimizer.compressor.density", "7", "optimizer.compressor.density=7"]),
+        (SWEEP.replace("[top-k, rand-k]", "[top-k, rnad-k]"),
+         ["sweep.yaml:8: optimizer.compressor.name", "rnad-k", "rand-k"]),
+        (SWEEP.replace("{steps: 30}", "{steps: 30, optimizer.method.name: amsgard}"),
+         ["sweep.yaml:11: optimizer.method.name", "amsgard", "amsgrad"]),
     ],
 )
 def test_user_mistakes_give_one_line_and_exit_2(tmp_path, capsys, sweep, needles):
@@ -239,6 +247,177 @@ def test_plot_names_allowed_metrics_and_axes(tmp_path, capsys):
     assert "'los'" in capsys.readouterr().err
     assert _exit_code(["plot", str(out), "--metric", "loss", "--x", "lr"]) == 2
     assert "optimizer.method.lr" in capsys.readouterr().err
+
+
+# -- hostile files and sweeps ---------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["../../escaped-name", "ABSOLUTE", "a/b", "..", ".hidden", ""])
+def test_a_sweep_name_is_a_plain_folder_name(tmp_path, capsys, monkeypatch, name):
+    monkeypatch.chdir(tmp_path)
+    name = name.replace("ABSOLUTE", str(tmp_path / "absolute"))
+    path = _write(tmp_path, SWEEP.replace("name: tiny-sweep", f"name: {json.dumps(name)}"))
+    assert _exit_code(["sweep", str(path), "--serial"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "sweep.yaml:1: name:" in err and "plain folder" in err
+    assert not (tmp_path / "out").exists() and not (tmp_path / "absolute").exists()
+    assert not (tmp_path.parent / "escaped-name").exists()
+    assert not (tmp_path / "results.csv").exists()
+
+
+def test_a_second_sweep_into_a_held_folder_says_who_holds_it(tmp_path, capsys):
+    from mixsim.sweep import folder_lock
+
+    path = _write(tmp_path, SWEEP.replace("seeds: 2", "seeds: 1"))
+    out = tmp_path / "out"
+    out.mkdir()
+    with folder_lock(out):
+        assert _exit_code(["sweep", str(path), "--serial", "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"process {os.getpid()} on " in err
+        assert str(out) in err
+        assert not (out / "points").exists() or not list((out / "points").iterdir())
+    # Released: the sweep runs.
+    assert _exit_code(["sweep", str(path), "--serial", "--out", str(out), "--quiet"]) == 0
+    assert len(_points(out)) == 8
+
+
+def test_a_held_folder_is_refused_by_another_process(tmp_path, spawned):
+    path = _write(tmp_path, SWEEP.replace("seeds: 2", "seeds: 1"))
+    out = tmp_path / "out"
+    out.mkdir()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from mixsim.sweep import folder_lock\n"
+         f"with folder_lock({str(out)!r}):\n    print('held', flush=True); time.sleep(60)"],
+        stdout=subprocess.PIPE, text=True, start_new_session=True)
+    spawned.append(holder)
+    assert holder.stdout.readline() == "held\n"
+    second = subprocess.run(_mixsim("sweep", str(path), "--serial", "--out", str(out)),
+                            capture_output=True, text=True, timeout=STARTUP, check=False)
+    assert second.returncode == 2
+    assert f"process {holder.pid} on " in second.stderr and second.stderr.count("\n") == 1
+    assert not (out / "points").exists() or not list((out / "points").iterdir())
+
+
+def test_mixing_time_workers_are_checked_before_anything_runs(tmp_path, capsys):
+    path = _write(tmp_path, """\
+name: zero
+kind: mixing-time
+protocol: sync-ring
+workers: [0, 4]
+""")
+    assert _exit_code(["sweep", str(path), "--serial", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "workers" in err and "0" in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_mixing_time_sizes_a_protocol_cannot_take_fail_before_anything_runs(tmp_path, capsys):
+    (tmp_path / "sixteen.yaml").write_text("""\
+name: fixed-16
+summary: Gossip on a fixed 16-node graph.
+communication:
+  - on: round
+    op: gossip
+    args: {group: workers, graph: hypercube_graph, graph_args: {n: 4}}
+""")
+    path = _write(tmp_path, f"""\
+name: sizes
+kind: mixing-time
+protocol: {tmp_path / "sixteen.yaml"}
+workers: [16, 4]
+""")
+    assert _exit_code(["sweep", str(path), "--serial", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "sweep.yaml:4: workers:" in err and "workers=4" in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_point_files_carry_a_checksum_and_changes_are_recomputed(tmp_path, capsys):
+    path = _write(tmp_path, SWEEP.replace("seeds: 2", "seeds: 1").replace(
+        "optimizer.method.lr: [0.01, 0.03]", "optimizer.method.lr: [0.01]").replace(
+        "protocol.name: [sync-ring, async-ring]", "protocol.name: [sync-ring]"))
+    out = tmp_path / "out"
+    assert _exit_code(["sweep", str(path), "--serial", "--out", str(out), "--quiet"]) == 0
+    files = sorted((out / "points").glob("*.json"))
+    assert len(files) == 2
+    original = _metrics(out)
+    edited, damaged = files
+    record = json.loads(edited.read_text())
+    record["rows"][-1]["loss"] = 0.0  # a hand edit, still valid JSON
+    edited.write_text(json.dumps(record, sort_keys=True) + "\n")
+    damaged.write_text(damaged.read_text()[:100])
+    _, table = results_table(out)
+    assert {r["point"]: r["status"] for r in table} == {edited.stem: "invalid",
+                                                        damaged.stem: "invalid"}
+    assert all(r.get("loss") is None for r in table)  # an edited value is not reported
+    assert "checksum" in next(r["error"] for r in table if r["point"] == edited.stem)
+    assert _exit_code(["sweep", str(path), "--serial", "--out", str(out)]) == 0
+    captured = capsys.readouterr()
+    assert "2 computed now" in captured.out
+    lines = captured.err.splitlines()
+    assert len(lines) == 2
+    assert edited.stem[:12] in captured.err and damaged.stem[:12] in captured.err
+    assert "checksum mismatch" in captured.err and "not valid JSON" in captured.err
+    assert _metrics(out) == original  # recomputed: the same rows
+
+
+def test_a_diverged_point_keeps_its_rows_as_mixsim_run_does(tmp_path):
+    base = BASE.replace("{name: amsgrad, lr: 0.01}", "{name: sgd, lr: 1.0e+30}").replace(
+        "{name: logistic}", "{name: least-squares}")
+    (tmp_path / "diverge.yaml").write_text(base + "outputs: {plots: false}\n")
+    single = tmp_path / "single"
+    assert _exit_code(["run", str(tmp_path / "diverge.yaml"), "--out", str(single),
+                       "--quiet"]) == 3
+    kept = (single / "metrics.csv").read_text()
+    sweep = _write(tmp_path, "name: d\nbase: diverge.yaml\n", "d.yaml")
+    out = tmp_path / "out"
+    outcome = run_sweep(sweep, out)
+    assert outcome.failed == 1
+    (record,) = _points(out).values()
+    assert record["status"] == "failed" and "diverged at step" in record["error"]
+    assert metrics_csv(record["rows"]) == kept and record["summary"]["complete"] is False
+    (row,) = results_table(out)[1]
+    assert row["status"] == "failed" and row["step"] == record["rows"][-1]["step"]
+    assert "diverged" in row["error"]
+
+
+def test_plotting_a_sweep_with_no_result_fails_without_a_file(tmp_path, capsys):
+    out = tmp_path / "out"
+    # Neither ring has a server slot for the optimizer: every point fails when it runs.
+    run_sweep(_write(tmp_path, SWEEP.replace("seeds: 2", "seeds: 1").replace(
+        "overrides: {steps: 30}", "overrides: {steps: 30, optimizer.placement: server}")), out)
+    png = tmp_path / "empty.png"
+    assert _exit_code(["plot", str(out), "--metric", "loss", "--x", "optimizer.method.lr",
+                       "--out", str(png)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "nothing to plot" in err and "8 failed" in err
+    assert not png.exists()
+
+
+def test_mixing_time_sweep_plot_draws_the_interval_it_labels(tmp_path):
+    from matplotlib.collections import LineCollection
+
+    from mixsim.mixing import mixing_time
+    from mixsim.sweep import _sweep_figure
+
+    out = tmp_path / "out"
+    run_sweep(_write(tmp_path, """\
+name: ring
+kind: mixing-time
+protocol: async-ring
+workers: [4, 6]
+runs: 12
+""", "m.yaml"), out)
+    measured = mixing_time("async-ring", [4, 6], runs=12, seed=0)
+    fig = _sweep_figure(out, metric="t_mix", x="workers")
+    (ax,) = fig.axes
+    assert "95% interval" in ax.get_ylabel()
+    (bars,) = [c for c in ax.collections if isinstance(c, LineCollection)]
+    drawn = sorted((seg[:, 0].min(), seg[:, 1].min(), seg[:, 1].max())
+                   for seg in bars.get_segments())
+    expected = [(r.workers, *r.ci95) for r in measured]
+    assert [d[0] for d in drawn] == [e[0] for e in expected]
+    assert [d[1:] for d in drawn] == [pytest.approx(e[1:], rel=1e-12) for e in expected]
 
 
 # -- Dask -----------------------------------------------------------------------------------
@@ -333,11 +512,15 @@ def scheduler(tmp_path_factory):
              str(address_file), "--nthreads", "1", "--nworkers", "1", "--no-dashboard",
              "--local-directory", str(folder)], **common))
         deadline = time.monotonic() + STARTUP
-        while not address_file.is_file():
+        address = None
+        while address is None:
             assert all(p.poll() is None for p in processes), "the Dask cluster did not start"
             assert time.monotonic() < deadline, "no scheduler file"
             time.sleep(0.1)
-        address = json.loads(address_file.read_text())["address"]
+            try:  # the scheduler may be half-way through writing it
+                address = json.loads(address_file.read_text())["address"]
+            except (OSError, ValueError, KeyError):
+                pass
         from distributed import Client
 
         with Client(address, timeout=STARTUP) as client:

@@ -21,7 +21,9 @@ Non-finite input, by compressor:
 * rand-k, uniform: selection ignores the values; a non-finite entry is sent if selected;
 * scaled sign: a non-finite entry makes the whole output non-finite (the scale is);
 * Bernoulli, adaptive: the probabilities depend on every entry; a non-finite entry makes
-  the whole output NaN (never a silent drop).
+  the whole output NaN (never a silent drop). Adaptive's ``u`` sums only the finite part of
+  what was sent, so one bad step does not poison the later ones (the rule of
+  :mod:`mixsim.optim.memory`: passed on, never kept).
 """
 
 from __future__ import annotations
@@ -446,7 +448,9 @@ def _probability_sparsifier(
                 out[a:b] = np.nan
                 kept.append(b - a)
         if xi is not None:
-            _kernels._accumulate_squares(state.u, out)
+            # u sums what was sent; a non-finite message is passed on, not summed.
+            _kernels._accumulate_squares(state.u, np.where(np.isfinite(out), out, 0) if
+                                         not np.isfinite(out).all() else out)
         return out, state._replace(bits=_sparse_cost(kept, layers))
 
     params = {"density": density, "xi": xi, "eps": eps, "offsets": offsets, "seed": seed}

@@ -30,7 +30,7 @@ from mixsim.optim.optimizers import (
     _target,
     _zeros,
 )
-from mixsim.optim.transform import Spec, Transformation
+from mixsim.optim.transform import Spec, Transformation, register_fusion
 
 __all__ = ["fused_ef_top_k_amsgrad", "fuse"]
 
@@ -185,3 +185,6 @@ def fuse(transformations: Sequence[Transformation]) -> Transformation | None:
     return fused_ef_top_k_amsgrad(
         inner.params["k"], density=inner.params["density"], **optimizer.params
     )
+
+
+register_fusion(fuse)

@@ -15,6 +15,15 @@ CD-Adam (seed 003 Alg. 1)
 1-bit Adam (Tang et al. 2021, as a baseline of seed 003)
     Adam without bias correction during ``warmup`` steps, then the variance is frozen and the
     momentum is sent as error-compensated scaled sign: :func:`onebit_adam`.
+
+Non-finite values: passed on, never kept. One rule for every scheme and every compressor
+path (fused or not, whole vector or per layer): a non-finite value is passed on in the
+output of the step where it is sent (so the run applying it stops at that step), and no
+state keeps a value that a non-finite message would leave. Where the message is
+non-finite, the error-feedback memory is 0 (the entry was sent; ``inf - inf`` would store
+NaN), the Markov estimates of sender and receiver keep their value, and 1-bit Adam's
+momentum, variance and error keep theirs. A non-finite entry that is not sent yet waits
+in the error-feedback memory until it is (top-k sends it first).
 """
 
 from __future__ import annotations
@@ -127,6 +136,12 @@ class OneBitAdamState(NamedTuple):
     bits: int
 
 
+def _keep_finite(state: np.ndarray, new: np.ndarray, message: np.ndarray) -> None:
+    """``state[:] = new`` except where ``message`` is non-finite: there the state keeps its
+    value (the rule of the module docstring: passed on, never kept)."""
+    np.copyto(state, new, where=np.isfinite(message))
+
+
 def _check_compressor(compressor) -> Transformation:
     if not isinstance(compressor, Transformation):
         raise TypeError(f"expected a compressor Transformation, got {type(compressor).__name__}")
@@ -185,7 +200,11 @@ def error_feedback(compressor: Transformation) -> Transformation:
             return out, state._replace(inner=inner)
         total = g + state.error
         out, inner = compressor.update(total, state.inner, params)
-        np.subtract(total, out, out=state.error)
+        # A non-finite value that was sent is not also remembered (inf - inf is NaN), as
+        # in the fused top-k kernel.
+        with np.errstate(invalid="ignore"):
+            np.subtract(total, out, out=state.error)
+        state.error[~np.isfinite(out)] = 0
         return out, state._replace(inner=inner)
 
     return Transformation(init, update, spec=Spec("error-feedback", {"compressor": compressor}))
@@ -234,9 +253,9 @@ def markov(compressor: Transformation, *, output: str = "estimate") -> Transform
     def update(updates, state, params=None):
         g = _gradient(updates, state.estimate)
         message, inner = compressor.update(g - state.estimate, state.inner, params)
-        np.add(state.estimate, message, out=state.estimate)
-        out = state.estimate.copy() if output == "estimate" else message
-        return out, state._replace(inner=inner)
+        estimate = state.estimate + message
+        _keep_finite(state.estimate, estimate, message)
+        return (estimate if output == "estimate" else message), state._replace(inner=inner)
 
     spec = Spec("markov", {"compressor": compressor, "output": output})
     return Transformation(init, update, spec=spec)
@@ -264,8 +283,10 @@ def accumulate() -> Transformation:
         return AccumulateState(_zeros(params))
 
     def update(updates, state, params=None):
-        np.add(state.estimate, _gradient(updates, state.estimate), out=state.estimate)
-        return state.estimate.copy(), state
+        message = _gradient(updates, state.estimate)
+        estimate = state.estimate + message
+        _keep_finite(state.estimate, estimate, message)
+        return estimate, state
 
     return Transformation(init, update, spec=Spec("accumulate", {}))
 
@@ -471,7 +492,9 @@ def onebit_adam_parties(
             return a.copy(), state._replace(count=count, bits=bits.dense_bits(d))
         a = a + state.error
         c = (np.abs(a).sum() / d * np.where(a >= 0, 1.0, -1.0)).astype(a.dtype)
-        return c, OneBitMessageState(count, a - c, bits.sign_bits(d))
+        error = state.error.copy()
+        _keep_finite(error, a - c, c)
+        return c, OneBitMessageState(count, error, bits.sign_bits(d))
 
     def worker_update(updates, state, params=None):
         g = _gradient(updates, state.error)
@@ -493,11 +516,13 @@ def onebit_adam_parties(
         t = x.dtype.type
         rate = t(_rate(lr, count))
         if count <= warmup:
-            state.m[:] = t(b1) * state.m + t(1.0 - b1) * c
-            state.v[:] = t(b2) * state.v + t(1.0 - b2) * c * c
+            m = t(b1) * state.m + t(1.0 - b1) * c
+            v = t(b2) * state.v + t(1.0 - b2) * c * c
         else:
-            state.m[:] = c
-        x -= rate * state.m / (np.sqrt(state.v) + t(eps))
+            m, v = c, state.v
+        x -= rate * m / (np.sqrt(v) + t(eps))
+        _keep_finite(state.m, m, c)
+        _keep_finite(state.v, v, c)
         return state._replace(count=count)
 
     def model_update(updates, state, params=None):
@@ -567,17 +592,25 @@ def onebit_adam(
         t = x.dtype.type
         rate = t(_rate(lr, count))
         d = x.shape[0]
+        # A non-finite gradient reaches x; the moments and the error keep their values.
+        saved = None if np.isfinite(g).all() else (state.m.copy(), state.v.copy(),
+                                                   state.error.copy())
+        _onebit_kernel_step(g, state, x, count, rate, t)
+        if saved is not None:
+            for kept, old in zip((state.m, state.v, state.error), saved, strict=True):
+                np.copyto(kept, old, where=~np.isfinite(kept))
+        cost = bits.dense_bits(d) if count <= warmup else bits.sign_bits(d)
+        return state._replace(count=count, bits=cost)
+
+    def _onebit_kernel_step(g, state, x, count, rate, t):
         if count <= warmup:
             _kernels._adam_plain_step(
                 x, g, state.m, state.v, rate, t(b1), t(1.0 - b1), t(b2), t(1.0 - b2), t(eps)
             )
-            cost = bits.dense_bits(d)
         else:
             _kernels._onebit_momentum_step(
                 x, g, state.m, state.v, state.error, rate, t(b1), t(1.0 - b1), t(eps)
             )
-            cost = bits.sign_bits(d)
-        return state._replace(count=count, bits=cost)
 
     def step(grads, state, params):
         return raw_step(_gradient(grads, state.m), state, _target(params, state.m))

@@ -25,7 +25,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-__all__ = ["Spec", "Transformation", "chain", "identity"]
+__all__ = ["Spec", "Transformation", "chain", "identity", "register_fusion"]
 
 
 class Spec(NamedTuple):
@@ -97,6 +97,18 @@ def identity() -> Transformation:
     return Transformation(init, update, spec=Spec("identity", {}))
 
 
+#: Functions that may replace the members of a chain by one fused transformation with the
+#: same state layout and results (None: no fusion). :mod:`mixsim.optim.fused` adds its
+#: own when the package is imported; this module, lower down, imports none of them.
+_FUSIONS: list[Callable[[tuple], Transformation | None]] = []
+
+
+def register_fusion(fuse: Callable[[tuple], Transformation | None]) -> None:
+    """Let :func:`chain` try ``fuse(transformations)`` before composing them itself."""
+    if fuse not in _FUSIONS:
+        _FUSIONS.append(fuse)
+
+
 def chain(*transformations: Transformation) -> Transformation:
     """Compose transformations: the output of each is the input of the next.
 
@@ -133,11 +145,10 @@ def chain(*transformations: Transformation) -> Transformation:
     for t in transformations:
         if not isinstance(t, Transformation):
             raise TypeError(f"chain takes Transformations, got {type(t).__name__}")
-    from mixsim.optim.fused import fuse
-
-    fused = fuse(transformations)
-    if fused is not None:
-        return fused
+    for fuse in _FUSIONS:
+        fused = fuse(transformations)
+        if fused is not None:
+            return fused
 
     def init(params):
         return tuple(t.init(params) for t in transformations)
