@@ -51,17 +51,19 @@ MAX_STEPS = 2_000_000
 
 @njit
 def _apply_step(Y, step, coord, step_ptr, ev_op, ev_mask, op_rows_ptr, op_rows,
-                op_row_ptr_ptr, op_row_ptr, op_cols, op_vals, buf):
+                op_row_ptr_ptr, op_row_ptr, op_cols, op_vals, op_lr_ptr, op_lr_cols,
+                op_lr_vals, op_lr_coef, buf):
     """Left-multiply ``Y`` by the step operator ``M_step`` (for coordinate ``coord``)."""
     for e in range(step_ptr[step], step_ptr[step + 1]):
         if ev_mask[e, coord]:
             _apply_op(Y, ev_op[e], op_rows_ptr, op_rows, op_row_ptr_ptr, op_row_ptr, op_cols,
-                      op_vals, buf)
+                      op_vals, op_lr_ptr, op_lr_cols, op_lr_vals, op_lr_coef, buf)
 
 
 @njit
 def _product_norm(start, length, coord, size, step_ptr, ev_op, ev_mask, op_rows_ptr,
-                  op_rows, op_row_ptr_ptr, op_row_ptr, op_cols, op_vals, max_rows):
+                  op_rows, op_row_ptr_ptr, op_row_ptr, op_cols, op_vals, op_lr_ptr,
+                  op_lr_cols, op_lr_vals, op_lr_coef, max_rows):
     """Largest ``||M_{start+l-1} ... M_start||_2`` over l = 1, 2, 4, ... up to ``length``."""
     Y = np.eye(size)
     buf = np.empty((max(max_rows, 1), size))
@@ -69,7 +71,8 @@ def _product_norm(start, length, coord, size, step_ptr, ev_op, ev_mask, op_rows_
     check = 1
     for l in range(1, length + 1):
         _apply_step(Y, start + l - 1, coord, step_ptr, ev_op, ev_mask, op_rows_ptr, op_rows,
-                    op_row_ptr_ptr, op_row_ptr, op_cols, op_vals, buf)
+                    op_row_ptr_ptr, op_row_ptr, op_cols, op_vals, op_lr_ptr, op_lr_cols,
+                    op_lr_vals, op_lr_coef, buf)
         if l == check or l == length:
             best = max(best, np.linalg.norm(Y, 2))
             check *= 2
@@ -458,7 +461,5 @@ def measure_trace(trace, starts: int | None = None) -> tuple[int | None, float]:
 
 
 def _arrays_of(compiled):
-    max_rows = int(np.diff(compiled.op_rows_ptr).max()) if compiled.op_rows_ptr.size > 1 else 1
-    return (compiled.step_ptr, compiled.ev_op, compiled.ev_mask, compiled.op_rows_ptr,
-            compiled.op_rows, compiled.op_row_ptr_ptr, compiled.op_row_ptr,
-            compiled.op_cols, compiled.op_vals, max_rows)
+    return (compiled.step_ptr, compiled.ev_op, compiled.ev_mask, *compiled.op_arrays(),
+            compiled.max_rows())
