@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from mixsim._numba import njit
+from mixsim._numba import njit, njit_inline
 from mixsim.operators import _apply_op_cols
 
 __all__ = ["FirstPassages", "HALF"]
@@ -50,7 +50,7 @@ _REFRESH = 256
 _CHUNK_BYTES = 32 * 2**20
 
 
-@njit
+@njit_inline
 def _bound_rows_out(U, active, first, n_rows, g0, op_rows, op_row_ptr, op_cols, op_vals, l0,
                     l1, op_lr_cols, op_lr_vals, op_lr_coef, buf, gram):
     """Operator rows on the bound vectors ``U``, keeping their Gram entries current.
@@ -108,7 +108,7 @@ def _positive_definite(A):
     return True
 
 
-@njit
+@njit_inline
 def _cdot(A, i, B, j):
     """Dot product of column ``i`` of ``A`` with column ``j`` of ``B``."""
     t = 0.0
@@ -134,7 +134,7 @@ def _grams(U, active, gram):
             gram[2, s] += x * y
 
 
-@njit
+@njit_inline
 def _top2(gram, s):
     """Largest eigenvalue of the 2 x 2 Gram matrix ``gram[:, s]``: the squared bound."""
     a = gram[0, s]

@@ -44,9 +44,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from mixsim._numba import njit
+from mixsim._numba import njit, njit_inline
 from mixsim._passages import HALF
-from mixsim.operators import _apply_op, _apply_op_transpose
+from mixsim.operators import _apply_op
 
 __all__ = ["ProbeScan", "DELTA"]
 
@@ -78,17 +78,40 @@ def _replay(X, s, e, coord, base, step_ptr, ev_op, ev_mask, ops, buf):
 
 @njit
 def _replay_transpose(X, s, e, coord, base, step_ptr, ev_op, ev_mask, ops, buf):
-    """``X <- M_s^T ... M_e^T X``."""
+    """``X <- M_s^T ... M_e^T X`` (each ``M^T`` reads the written rows, clears them, then
+    scatters each back along its entries and the rank-one part along its sources)."""
     (rows_ptr, rows, row_ptr_ptr, row_ptr, cols, vals, lr_ptr, lr_cols, lr_vals,
      lr_coef) = ops
+    d = X.shape[1]
     for t in range(e - base, s - base - 1, -1):
         for ev in range(step_ptr[t + 1] - 1, step_ptr[t] - 1, -1):
-            if ev_mask[ev, coord]:
-                _apply_op_transpose(X, ev_op[ev], rows_ptr, rows, row_ptr_ptr, row_ptr, cols,
-                                    vals, lr_ptr, lr_cols, lr_vals, lr_coef, buf)
+            if not ev_mask[ev, coord]:
+                continue
+            k = ev_op[ev]
+            first = rows_ptr[k]
+            n_rows = rows_ptr[k + 1] - first
+            g0 = row_ptr_ptr[k]
+            for a in range(n_rows):
+                r = rows[first + a]
+                for c in range(d):
+                    buf[a, c] = X[r, c]
+                    X[r, c] = 0.0
+            for a in range(n_rows):
+                for p in range(row_ptr[g0 + a], row_ptr[g0 + a + 1]):
+                    j = cols[p]
+                    w = vals[p]
+                    for c in range(d):
+                        X[j, c] += w * buf[a, c]
+            for c in range(d):
+                v = 0.0
+                for a in range(n_rows):
+                    v += lr_coef[first + a] * buf[a, c]
+                if v != 0.0:
+                    for q in range(lr_ptr[k], lr_ptr[k + 1]):
+                        X[lr_cols[q], c] += lr_vals[q] * v
 
 
-@njit
+@njit_inline
 def _project(x, normal):
     """``x <- (I - c c^T) x`` for the unit normal ``c``."""
     t = 0.0
@@ -98,11 +121,41 @@ def _project(x, normal):
         x[r] -= t * normal[r]
 
 
+@njit_inline
+def _splitmix(state):
+    """One step of splitmix64: ``(new state, 64 random bits)``."""
+    state = (state + np.uint64(0x9E3779B97F4A7C15)) & np.uint64(0xFFFFFFFFFFFFFFFF)
+    z = state
+    z = ((z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)) & np.uint64(
+        0xFFFFFFFFFFFFFFFF)
+    z = ((z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)) & np.uint64(
+        0xFFFFFFFFFFFFFFFF)
+    return state, z ^ (z >> np.uint64(31))
+
+
+@njit
+def _gaussians(count, seed):
+    """``count`` standard normal numbers from ``seed`` (splitmix64 and Box-Muller): a
+    generator that costs nothing to seed, as each test seeds its own."""
+    out = np.empty(count)
+    state = np.uint64(seed)
+    scale = 1.0 / 9007199254740992.0
+    for i in range(0, count, 2):
+        state, a = _splitmix(state)
+        state, b = _splitmix(state)
+        u = (np.float64(a >> np.uint64(11)) + 1.0) * scale
+        v = np.float64(b >> np.uint64(11)) * scale
+        radius = np.sqrt(-2.0 * np.log(u))
+        out[i] = radius * np.cos(2.0 * np.pi * v)
+        if i + 1 < count:
+            out[i + 1] = radius * np.sin(2.0 * np.pi * v)
+    return out
+
+
 @njit
 def _gaussian_in_range(normal, seed):
     """A Gaussian vector projected onto the range of ``Pi`` (uniform direction there)."""
-    np.random.seed(seed)
-    x = np.random.standard_normal(normal.shape[0])
+    x = _gaussians(normal.shape[0], seed)
     _project(x, normal)
     return x
 
@@ -126,7 +179,8 @@ def _lanczos(s, e, coord, base, step_ptr, ev_op, ev_mask, ops, normal, half2, sk
     size = normal.shape[0]
     dim = size - 1
     steps = min(max_steps, dim)
-    basis = np.zeros((steps + 1, size))
+    # Most tests end in a few steps: the Lanczos basis grows as needed.
+    basis = np.empty((min(steps, 8) + 1, size))
     alpha = np.zeros(steps)
     beta = np.zeros(steps)
     x = _gaussian_in_range(normal, seed)
@@ -174,6 +228,10 @@ def _lanczos(s, e, coord, base, step_ptr, ev_op, ev_mask, ops, normal, half2, sk
         if eps > 0.0 and coef * np.exp(-np.sqrt(eps) * (2 * (j + 1) - 1)) <= delta:
             outcome = 3
             break
+        if j + 1 == basis.shape[0]:
+            grown = np.empty((min(2 * basis.shape[0], steps + 1), size))
+            grown[:j + 1] = basis[:j + 1]
+            basis = grown
         basis[j + 1] = v / b
     if outcome == 0 or outcome == 1:
         m = last + 1
@@ -194,7 +252,7 @@ def _lanczos(s, e, coord, base, step_ptr, ev_op, ev_mask, ops, normal, half2, sk
     return outcome
 
 
-@njit
+@njit_inline
 def _cdot(A, i, B, j):
     """Dot product of column ``i`` of ``A`` with column ``j`` of ``B``."""
     t = 0.0
@@ -251,7 +309,7 @@ def _grams(U, active, gram):
             gram[2, s] += x * y
 
 
-@njit
+@njit_inline
 def _top2(gram, s):
     """Largest eigenvalue of the 2 x 2 Gram matrix ``gram[:, s]``: the squared bound."""
     a = gram[0, s]
@@ -261,7 +319,7 @@ def _top2(gram, s):
     return 0.5 * (a + c) + np.sqrt(h * h + b * b)
 
 
-@njit
+@njit_inline
 def _probe_rows_out(U, active, op, ops, buf, gram):
     """Operator ``op`` on the probe images of the active starts, Gram entries kept current."""
     (rows_ptr, rows, row_ptr_ptr, row_ptr, cols, vals, lr_ptr, lr_cols, lr_vals,
@@ -327,9 +385,8 @@ def _probe_scan(starts, e_from, e_to, base, coord, normal, U, gram, length, kind
         while active < c and starts[active] <= e:
             a = active
             Z = np.empty((size, 2))
-            np.random.seed(_test_seed(seed, starts[a], -1, 0))
             for col in range(2):
-                Z[:, col] = np.random.standard_normal(size)
+                Z[:, col] = _gaussians(size, _test_seed(seed, starts[a], -1, col))
             _orthonormal_pair(Z, normal)
             _set_probes(Z, a, c, U, gram)
             active += 1

@@ -14,12 +14,12 @@ from collections.abc import Mapping
 import numpy as np
 import scipy.sparse as sp
 
-from mixsim._numba import njit
+from mixsim._numba import njit, njit_inline
 
 __all__ = ["Operator"]
 
 
-@njit
+@njit_inline
 def _rows_out(X, ncols, n_rows, first, g0, rows, row_ptr, cols, vals, l0, l1, lr_cols,
               lr_vals, lr_coef, buf):
     """Rows ``first .. first + n_rows`` of an operator's flat arrays on the first ``ncols``
@@ -80,7 +80,7 @@ def _apply_rows_coords(X, rows, row_ptr, cols, vals, lr_cols, lr_vals, lr_coef, 
             X[r, coords[q]] = buf[a, q]
 
 
-@njit
+@njit_inline
 def _apply_op(X, k, op_rows_ptr, op_rows, op_row_ptr_ptr, op_row_ptr, op_cols, op_vals,
               op_lr_ptr, op_lr_cols, op_lr_vals, op_lr_coef, buf):
     """Apply operator ``k`` of the flat operator arrays (see
@@ -89,7 +89,7 @@ def _apply_op(X, k, op_rows_ptr, op_rows, op_row_ptr_ptr, op_row_ptr, op_cols, o
                    op_vals, op_lr_ptr, op_lr_cols, op_lr_vals, op_lr_coef, buf)
 
 
-@njit
+@njit_inline
 def _apply_op_cols(X, ncols, k, op_rows_ptr, op_rows, op_row_ptr_ptr, op_row_ptr, op_cols,
                    op_vals, op_lr_ptr, op_lr_cols, op_lr_vals, op_lr_coef, buf):
     """:func:`_apply_op` on the first ``ncols`` columns of ``X`` only."""
@@ -97,39 +97,6 @@ def _apply_op_cols(X, ncols, k, op_rows_ptr, op_rows, op_row_ptr_ptr, op_row_ptr
     _rows_out(X, ncols, op_rows_ptr[k + 1] - first, first, op_row_ptr_ptr[k], op_rows,
               op_row_ptr, op_cols, op_vals, op_lr_ptr[k], op_lr_ptr[k + 1], op_lr_cols,
               op_lr_vals, op_lr_coef, buf)
-
-
-@njit
-def _apply_op_transpose(X, k, op_rows_ptr, op_rows, op_row_ptr_ptr, op_row_ptr, op_cols,
-                        op_vals, op_lr_ptr, op_lr_cols, op_lr_vals, op_lr_coef, buf):
-    """``X <- M_k^T X`` in place for operator ``k`` of the flat arrays.
-
-    ``M^T`` reads the written rows, clears them, then scatters each back along its
-    entries (and the rank-one part along its sources). ``buf`` holds ``n_rows x d``."""
-    d = X.shape[1]
-    first = op_rows_ptr[k]
-    n_rows = op_rows_ptr[k + 1] - first
-    g0 = op_row_ptr_ptr[k]
-    for a in range(n_rows):
-        r = op_rows[first + a]
-        for c in range(d):
-            buf[a, c] = X[r, c]
-            X[r, c] = 0.0
-    for a in range(n_rows):
-        for p in range(op_row_ptr[g0 + a], op_row_ptr[g0 + a + 1]):
-            j = op_cols[p]
-            w = op_vals[p]
-            for c in range(d):
-                X[j, c] += w * buf[a, c]
-    l0 = op_lr_ptr[k]
-    l1 = op_lr_ptr[k + 1]
-    if l1 > l0:
-        for c in range(d):
-            v = 0.0
-            for a in range(n_rows):
-                v += op_lr_coef[first + a] * buf[a, c]
-            for q in range(l0, l1):
-                X[op_lr_cols[q], c] += op_lr_vals[q] * v
 
 
 @njit
