@@ -5,7 +5,7 @@ The public surface: learning runs (:func:`run`, :func:`load_scenario`), protocol
 :class:`Timing`), the state model (:class:`Operator`, :class:`Trace`, :class:`Consensus`),
 the mixing time (:func:`mixing_time`), problems and data (:func:`make_problem`,
 :func:`load_dataset`, :func:`partition`); optimizers and compressors live in
-:mod:`mixsim.optim`.
+:mod:`mixsim.optim`, the formulas of seed 002 in :mod:`mixsim.theory`.
 """
 
 from mixsim.data import load_dataset, partition

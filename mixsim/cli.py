@@ -111,6 +111,14 @@ def _cmd_run(args) -> int:
     if not args.quiet:
         s = result.summary
         final = s["final"]
+        choice = s.get("corollary1")
+        if choice:
+            print(f"step size from Corollary 1 (seed 002 eq. 10): lr = {choice['lr']:.6g} "
+                  f"(consensus step {choice['consensus_lr']:.6g}; T = {choice['T']}, "
+                  f"t_mix = {choice['t_mix']:g}, xi = {choice['xi']:.4g}, "
+                  f"L = {choice['L']:.4g}, sigma^2 = {choice['sigma2']:.4g}, "
+                  f"f(x_0) - f(x_T) <= {choice['gap']:.4g}; the rate holds from T >= "
+                  f"{choice['horizon']:.4g})")
         print(f"{s['name']}: {s['steps']} steps of {s['protocol']} with {s['workers']} "
               f"workers; loss {final['loss']:.6g}, test accuracy "
               f"{final['test_accuracy']}, t_mix measured {s['t_mix']} (xi {s['xi']:.3g})"
@@ -161,17 +169,59 @@ def _cmd_mixing_time(args) -> int:
         results = mixing_times([args.protocol], args.workers, map_runs=map_runs,
                                **_mixing_kwargs(args))[args.protocol]
     method = results[0].method if len({r.method for r in results}) == 1 else "auto"
+    checks = _lemma1_checks(args, results) if args.check else None
     if args.plot:
         from mixsim.plotting import plot_mixing_times
 
         plot_mixing_times({args.protocol: results}, args.plot)
     if args.json:
-        payload = {"protocol": args.protocol, "method": method,
-                   "results": [r.as_dict() for r in results]}
-        print(json.dumps(payload))
+        rows = [r.as_dict() for r in results]
+        for row, check in zip(rows, checks or [], strict=False):
+            row["lemma1"] = _lemma1_dict(check)
+        print(json.dumps({"protocol": args.protocol, "method": method, "results": rows}))
     else:
         _print_table(args.protocol, method, results)
+        for r, check in zip(results, checks or [], strict=False):
+            print(f"n = {r.workers}: {check.message()}")
+    if checks and not all(check.holds for check in checks):
+        print(f"mixsim: {args.protocol}: Lemma 1 does not hold on the trace with the "
+              "measured t_mix and xi", file=sys.stderr)
+        return 1
     return 0
+
+
+def _lemma1_checks(args, results) -> list:
+    """Lemma 1 on the trace of the run with ``--seed``, for each number of workers.
+
+    The run is simulated again (same seed, same operators) for ``2 t_mix + n`` steps, and
+    every window of it is checked against that run's t_mix and the reported xi.
+    """
+    import math
+
+    from mixsim.engine import Simulation
+    from mixsim.protocol import load_protocol
+
+    protocol = load_protocol(args.protocol, _key_values(args.set))
+    d = args.coords or (16 if protocol.sparsify is not None else 1)
+    checks = []
+    for r in results:
+        if r.method == "spectral":
+            raise ConfigError("--check needs the operators of a run: use --method trace or "
+                              "montecarlo", key="--check")
+        # Run 0 of a Monte Carlo sample is the run with --seed.
+        t_mix = float(r.samples[0]) if r.samples.size else float(r.t_mix)
+        steps = 2 * math.ceil(t_mix) + r.workers
+        trace = Simulation(protocol, r.workers, d=d, seed=args.seed).run(steps).trace
+        checks.append(trace.check_lemma1(t_mix, r.xi, coordinates=d))
+    return checks
+
+
+def _lemma1_dict(check) -> dict:
+    return {"holds": check.holds, "t_mix": check.t_mix, "xi": check.xi,
+            "steps": check.steps, "windows": check.windows,
+            "worst_ratio": check.worst_ratio, "worst_window": list(check.worst_window),
+            "violation": None if check.violation is None else list(check.violation),
+            "trace_xi": check.trace_xi}
 
 
 def _cmd_compare(args) -> int:
@@ -285,6 +335,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = subs.add_parser("mixing-time", help="mixing time of a protocol")
     sub.add_argument("protocol", help="catalog name or protocol file")
     _mixing_options(sub)
+    sub.add_argument("--check", action="store_true",
+                     help="check Lemma 1 (seed 002 eq. 2) on every window of the --seed run's "
+                          "trace with the measured t_mix and xi (exit 1 when it breaks)")
     sub.set_defaults(func=_cmd_mixing_time)
 
     sub = subs.add_parser("compare", help="mixing times of several protocols, one plot")

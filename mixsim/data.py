@@ -20,7 +20,7 @@ import difflib
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import scipy.sparse as sp
@@ -60,6 +60,10 @@ class Dataset:
         ``"classification"`` or ``"regression"``.
     groups_train, groups_test : numpy.ndarray or None
         Synthetic datasets only: the id of the shifted distribution each row was drawn from.
+    sample_shape : tuple of int or None
+        Image datasets: the ``(channels, height, width)`` a row is, row-major (``digits``
+        ``(1, 8, 8)``, ``cifar10`` ``(3, 32, 32)``); the rows stay flat ``(m, p)`` and a
+        torch model receives them reshaped to ``(m, C, H, W)``. None for tabular data.
     """
 
     A_train: Any
@@ -71,6 +75,7 @@ class Dataset:
     task: str
     groups_train: np.ndarray | None = None
     groups_test: np.ndarray | None = None
+    sample_shape: tuple[int, ...] | None = None
 
     @property
     def n_features(self) -> int:
@@ -171,17 +176,48 @@ def _task(spec, default: str) -> str:
 
 
 # ----------------------------------------------------------------------------- loaders
-# Each returns (A, y, task, groups) for the whole dataset; load_dataset splits and scales.
+# Each returns (A, y, task, groups) for the whole dataset, or a _Loaded with its own test
+# rows or image shape; load_dataset splits and scales.
 
 
-def _bundled(loader_name):
+class _Loaded(NamedTuple):
+    A: Any
+    y: np.ndarray
+    task: str
+    groups: np.ndarray | None = None
+    #: Rows from here on are the dataset's own test set (no random split).
+    test_start: int | None = None
+    sample_shape: tuple[int, ...] | None = None
+
+
+def _bundled(loader_name, sample_shape=None):
     def load(spec, rng):
         import sklearn.datasets
 
         bunch = getattr(sklearn.datasets, loader_name)()
-        return np.asarray(bunch.data, dtype=np.float64), bunch.target, "classification", None
+        return _Loaded(np.asarray(bunch.data, dtype=np.float64), bunch.target,
+                       "classification", sample_shape=sample_shape)
 
     return load
+
+
+def _cifar10(spec, rng):
+    from mixsim.cifar import load_cifar10
+
+    if "test_fraction" in spec:
+        raise ConfigError("cifar10 has its own test set (test_batch); remove test_fraction",
+                          key="data.test_fraction")
+    if "path" not in spec:
+        raise ConfigError("dataset 'cifar10' needs a 'path' (the folder of the python "
+                          "batches)", key="data.path")
+    limits = {key: _integer(spec, key, None, 1) if spec.get(key) is not None else None
+              for key in ("train_samples", "test_samples")}
+    A_train, y_train, A_test, y_test = load_cifar10(
+        os.fspath(spec["path"]), train_samples=limits["train_samples"],
+        test_samples=limits["test_samples"])
+    A = np.concatenate([A_train, A_test]).astype(np.float64) / 255.0
+    return _Loaded(A, np.concatenate([y_train, y_test]), "classification",
+                   test_start=A_train.shape[0], sample_shape=(3, 32, 32))
 
 
 def _group_shifts(rng, samples, features, groups, heterogeneity):
@@ -271,10 +307,16 @@ _COMMON_KEYS = ("name", "test_fraction", "standardize", "dtype", "partition", "b
 # name -> (loader, extra keys, standardize by default, one-line description)
 _DATASETS = {
     "digits": (
-        _bundled("load_digits"),
+        _bundled("load_digits", (1, 8, 8)),
         (),
         True,
-        "scikit-learn 8x8 handwritten digits: 1797 x 64, 10 classes",
+        "scikit-learn 8x8 handwritten digits: 1797 x 64 (images 1 x 8 x 8), 10 classes",
+    ),
+    "cifar10": (
+        _cifar10,
+        ("path", "train_samples", "test_samples"),
+        True,
+        "CIFAR-10 python batches in a local folder (path; never downloaded): 3 x 32 x 32",
     ),
     "breast-cancer": (
         _bundled("load_breast_cancer"),
@@ -347,7 +389,10 @@ def load_dataset(spec: Mapping[str, Any] | str, *, seed: int | None) -> Dataset:
             (``samples``, ``features``, ``classes`` 2, ``heterogeneity``, ``groups``,
             ``separation`` 2.0), ``"libsvm"`` (``path``, optional ``n_features``, ``task``) or
             ``"npz"`` (``path``, ``x`` = "X", ``y`` = "y", ``task`` inferred from the dtype of
-            ``y``).
+            ``y``) or ``"cifar10"`` (``path``: a folder of the CIFAR-10 python batches,
+            ``data_batch_*`` for training and ``test_batch`` as the test set; optional
+            ``train_samples`` and ``test_samples`` keep the first rows; pixels scaled to
+            ``[0, 1]``; never downloaded).
         ``test_fraction``
             Share of rows held out, in ``[0, 1)`` (default 0.2; 0 keeps every row for
             training). Classification splits are stratified by label.
@@ -411,7 +456,8 @@ def load_dataset(spec: Mapping[str, Any] | str, *, seed: int | None) -> Dataset:
         raise ConfigError(f"unknown dtype {dtype!r}; allowed: float32, float64", key="data.dtype")
 
     generate_seed, split_seed = np.random.SeedSequence(seed).spawn(2)
-    A, y, task, groups = loader(spec, np.random.default_rng(generate_seed))
+    loaded = _Loaded(*loader(spec, np.random.default_rng(generate_seed)))
+    A, y, task, groups = loaded.A, loaded.y, loaded.task, loaded.groups
     n_classes = None
     if task == "classification":
         _, y = np.unique(y, return_inverse=True)
@@ -422,7 +468,10 @@ def load_dataset(spec: Mapping[str, Any] | str, *, seed: int | None) -> Dataset:
     else:
         y = np.asarray(y, dtype=dtype)
 
-    train, test = _split(y, task, test_fraction, split_seed)
+    if loaded.test_start is None:
+        train, test = _split(y, task, test_fraction, split_seed)
+    else:
+        train, test = np.arange(loaded.test_start), np.arange(loaded.test_start, y.shape[0])
     A_train, A_test = A[train], A[test]
     if standardize:
         if sp.issparse(A):
@@ -442,6 +491,7 @@ def load_dataset(spec: Mapping[str, Any] | str, *, seed: int | None) -> Dataset:
         task=task,
         groups_train=None if groups is None else groups[train],
         groups_test=None if groups is None else groups[test],
+        sample_shape=loaded.sample_shape,
     )
 
 

@@ -1,42 +1,24 @@
 """Learning runs: a scenario's problem, data and optimizer on the engine.
 
 Each computation event computes a stochastic gradient at the worker's view of the state and
-passes it through the scenario's optimizer; the protocol decides where the resulting update
-lands and how the state mixes. Five placements of the optimizer:
-
-``worker``
-    Each worker runs ``chain(memory(compressor), method)`` on its own gradient and adds
-    the step to its target slot (its own copy for D-PSGD, AD-PSGD, local SGD, Hogwild; the
-    server for an asynchronous parameter server).
-``server``
-    SPARS-AMS (seed 001 Alg. 1): workers send ``memory(compressor)`` of their gradient; the
-    server runs ``method`` on the mean of a round's messages (synchronous protocols) or on
-    each message (asynchronous ones) and its step lands in the server slot.
-``cd-adam``
-    CD-Adam (seed 003 Alg. 1): Markov compression up and down, AMSGrad on the (identical)
-    worker models; needs a synchronous protocol with a server (``sync-ps``).
-``two-way``
-    The same communication around any ``method`` (:func:`mixsim.optim.two_way`): with SGD
-    and top-k, the two-way EF21 of seed 003 §7.2.
-``onebit-adam``
-    1-bit Adam as Tang et al. (2021) run it (:func:`mixsim.optim.onebit_adam_parties`):
-    every worker compresses its own momentum, the server their mean; needs ``sync-ps``.
+passes it to the scenario's placement of the optimizer (:mod:`mixsim.placements`: on the
+workers, on a server, or two-way compressed); the protocol decides where the resulting update
+lands and how the state mixes.
 """
 
 from __future__ import annotations
 
-import inspect
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from mixsim import optim
+from mixsim._section import section as _section
 from mixsim.engine import Simulation
 from mixsim.errors import ConfigError, DivergenceError
+from mixsim.placements import RunContext, Traffic, make_placement
 from mixsim.protocol import load_protocol
 from mixsim.scenario import Scenario, load_scenario
 from mixsim.timing import ComputeTime, Links, Timing
@@ -78,43 +60,20 @@ class RunResult:
         return {name: np.array([row[name] for row in self.rows]) for name in METRICS}
 
 
-@contextmanager
-def _section(source: str | None, prefix: str):
-    """Re-raise a :class:`ConfigError` from inside a section with the scenario's file and
-    the section's dotted key in front of the key it names."""
-    try:
-        yield
-    except ConfigError as exc:
-        if source is not None and exc.source == source:
-            raise
-        key = exc.key or ""
-        for head in ("protocol", "workers", prefix):
-            if key == head or key.startswith(head + "."):
-                key = key[len(head):].lstrip(".")
-        full = ".".join(part for part in (prefix, key) if part)
-        origin = f" (in {exc.source})" if exc.source and exc.source != source else ""
-        raise ConfigError(f"{exc.message}{origin}", source=source, key=full) from None
+def _make_problem(scenario: Scenario, ds, source: str | None):
+    """The scenario's problem on the data ``ds`` (a torch module is given the image shape
+    and the scenario's folder, which model file paths are relative to)."""
+    from mixsim import problems
 
+    spec = scenario.problem
+    if spec.name == "torch":
+        from mixsim.torch_problem import make_torch_problem
 
-def _compressor(section, seed: int, offsets):
-    from mixsim.optim.compressors import _COMPRESSORS
-
-    params = section.model_dump()
-    name = params.pop("name")
-    if offsets is not None and name != "none":
-        params.setdefault("offsets", offsets)
-    # A random compressor draws from the worker's own seed unless the scenario sets one.
-    factory = _COMPRESSORS.get(name)
-    if factory is not None and "seed" in inspect.signature(factory).parameters:
-        params.setdefault("seed", seed)
-    with _section(None, "compressor"):
-        return optim.make_compressor(name, **params)
-
-
-def _method(section):
-    params = section.model_dump()
-    with _section(None, "method"):
-        return optim.make_optimizer(params.pop("name"), **params)
+        return make_torch_problem(
+            spec.params, data_dim=ds.A_train.shape[1], n_classes=ds.n_classes,
+            sample_shape=ds.sample_shape,
+            base_dir=Path(source).parent if source is not None else None)
+    return problems.make_problem(spec.name, ds.A_train.shape[1], ds.n_classes, **spec.params)
 
 
 class _Learner:
@@ -122,7 +81,6 @@ class _Learner:
 
     def __init__(self, scenario: Scenario, source: str | None):
         from mixsim import data as data_module
-        from mixsim import problems
 
         self.scenario = scenario
         self.source = source
@@ -140,9 +98,8 @@ class _Learner:
             self.shards = data_module.partition_from_spec(
                 ds, scenario.data.partition.model_dump(), self.n, seed=data_seed)
         with _section(source, "problem"):
-            self.problem = problems.make_problem(
-                scenario.problem.name, ds.A_train.shape[1], ds.n_classes,
-                **scenario.problem.params)
+            self.problem = _make_problem(scenario, ds, source)
+        self.worker_problems = [self.problem.for_worker(w) for w in range(self.n)]
         self.d = self.problem.dim
         self.dtype = ds.A_train.dtype
         self.batch = scenario.data.batch
@@ -158,8 +115,6 @@ class _Learner:
             self._build_sim(timing, engine_seed, x0)
         with _section(source, "optimizer"):
             self._build_optimizer(worker_seed)
-        self.bits_up = 0.0
-        self.bits_down = 0.0
         self._counted_events = 0
         self._op_bits: dict[int, tuple[str, float]] = {}
 
@@ -185,70 +140,13 @@ class _Learner:
 
     def _build_optimizer(self, worker_seed: int):
         opt = self.scenario.optimizer
-        placement = opt.placement
-        key = "optimizer.placement"
-        two_way = placement in ("cd-adam", "two-way", "onebit-adam")
-        if placement != "worker" and not self.has_server:
-            raise ConfigError(
-                f"{placement!r} needs a protocol whose updates go to a server slot "
-                f"(sync-ps, async-ps, delayed); {self.protocol.name} has none",
-                source=self.source, key=key)
-        if two_way and self.sim.schedule != "sync":
-            raise ConfigError(f"{placement!r} needs a synchronous protocol (sync-ps); "
-                              f"{self.protocol.name} is asynchronous", source=self.source,
-                              key=key)
-        offsets = None
-        if opt.layerwise:
-            offsets = self.problem.offsets
-        seeds = [int(s.generate_state(1)[0]) for s in
-                 np.random.SeedSequence(worker_seed + 1).spawn(self.n + 1)]
-        compressed = opt.compressor.name != "none"
-        x = np.zeros(self.d, dtype=self.dtype)
-        self.placement = placement
-        self.compressed = compressed
-        self._messages: list[np.ndarray] = []
-        if placement == "worker":
-            self.worker_tx = []
-            for w in range(self.n):
-                method = _method(opt.method)
-                if compressed:
-                    inner = optim.make_memory(opt.memory,
-                                              _compressor(opt.compressor, seeds[w], offsets))
-                    method = optim.chain(inner, method)
-                self.worker_tx.append(method)
-            self.worker_state = [t.init(x) for t in self.worker_tx]
-        elif placement == "server":
-            self.worker_tx = [
-                optim.make_memory(opt.memory, _compressor(opt.compressor, seeds[w], offsets))
-                for w in range(self.n)]
-            self.worker_state = [t.init(x) for t in self.worker_tx]
-            self.server_tx = _method(opt.method)
-            self.server_state = self.server_tx.init(x)
-        elif placement == "onebit-adam":
-            if opt.method.name != "onebit-adam":
-                raise ConfigError("placement onebit-adam runs 1-bit Adam: set "
-                                  "optimizer.method.name to onebit-adam", source=self.source,
-                                  key="optimizer.method.name")
-            params = opt.method.model_dump()
-            params.pop("name")
-            # The registry checks names and ranges (one-line errors); then the parties.
-            _method(opt.method)
-            parties = optim.onebit_adam_parties(**params)
-            self.cd = [parties] * self.n
-        else:
-            if placement == "cd-adam" and opt.method.name != "amsgrad":
-                raise ConfigError("cd-adam runs AMSGrad on the workers: set "
-                                  "optimizer.method.name to amsgrad (or use placement "
-                                  "two-way)", source=self.source, key="optimizer.method.name")
-            self.cd = [optim.two_way(_compressor(opt.compressor, seeds[w], offsets),
-                                     _method(opt.method),
-                                     server_compressor=_compressor(opt.compressor, seeds[-1],
-                                                                   offsets))
-                       for w in range(self.n)]
-        if two_way:
-            self.worker_state = [cd.worker.init(x) for cd in self.cd]
-            self.server_state = self.cd[0].server.init(x)
-            self.model_state = self.cd[0].model.init(x)
+        self.traffic = Traffic()
+        context = RunContext(n=self.n, d=self.d, dtype=self.dtype, sim=self.sim,
+                             consensus_row=self.consensus_row, to_server=self.to_server,
+                             has_server=self.has_server, protocol_name=self.protocol.name,
+                             traffic=self.traffic)
+        offsets = self.problem.offsets if opt.layerwise else None
+        self.placement = make_placement(opt, context, worker_seed, offsets)
 
     # -- computation events ---------------------------------------------------------------
     def _gradient(self, worker: int, view: np.ndarray) -> np.ndarray:
@@ -258,52 +156,10 @@ class _Learner:
         else:
             rows = shard[self.rngs[worker].choice(shard.size, self.batch, replace=False)]
         ds = self.dataset
-        return self.problem.grad(view, ds.A_train[rows], ds.y_train[rows])
+        return self.worker_problems[worker].grad(view, ds.A_train[rows], ds.y_train[rows])
 
     def _compute(self, worker: int, view: np.ndarray, step: int):
-        g = self._gradient(worker, view)
-        if self.placement == "worker":
-            update, self.worker_state[worker] = self.worker_tx[worker].update(
-                g, self.worker_state[worker], view)
-            if self.to_server:
-                # A method that compresses its own messages (1-bit Adam) reports their bits.
-                sent = optim.message_bits(self.worker_state[worker])
-                self.bits_up += sent if (self.compressed or sent) else 32.0 * self.d
-            return update
-        if self.placement == "server":
-            message, self.worker_state[worker] = self.worker_tx[worker].update(
-                g, self.worker_state[worker], view)
-            self.bits_up += (optim.message_bits(self.worker_state[worker])
-                             if self.compressed else 32.0 * self.d)
-            if self.sim.schedule == "async":
-                update, self.server_state = self.server_tx.update(
-                    message, self.server_state, self.sim.X[self.consensus_row])
-                return update
-            self._messages.append(message)
-            if len(self._messages) < self.n:
-                return None
-            mean = np.mean(self._messages, axis=0).astype(self.dtype)
-            self._messages = []
-            update, self.server_state = self.server_tx.update(
-                mean, self.server_state, self.sim.X[self.consensus_row])
-            return update
-        cd = self.cd[worker]
-        # A 1-bit Adam worker compresses its momentum: it needs the synchronized one.
-        momentum = self.model_state.m if self.placement == "onebit-adam" else None
-        message, self.worker_state[worker] = cd.worker.update(g, self.worker_state[worker],
-                                                              momentum)
-        self.bits_up += optim.message_bits(self.worker_state[worker])
-        self._messages.append(message)
-        if len(self._messages) < self.n:
-            return None
-        mean = np.mean(self._messages, axis=0).astype(self.dtype)
-        self._messages = []
-        down, self.server_state = self.cd[0].server.update(mean, self.server_state)
-        self.bits_down += self.n * optim.message_bits(self.server_state)
-        x = self.sim.X[self.consensus_row].copy()
-        before = x.copy()
-        self.model_state = self.cd[0].model.step(down, self.model_state, x)
-        return x - before
+        return self.placement.compute(worker, self._gradient(worker, view), view)
 
     # -- communication bits ---------------------------------------------------------------
     def count_communication(self) -> None:
@@ -319,8 +175,7 @@ class _Learner:
                 op = trace.ops[op_index]
                 if kind == "copy":
                     self._op_bits[op_index] = (
-                        "down", 0.0 if self.placement in ("cd-adam", "two-way", "onebit-adam")
-                        else 32.0 * d)
+                        "down", 32.0 * d if self.placement.copy_carries_model else 0.0)
                 elif kind in ("deliver", "accumulate"):
                     self._op_bits[op_index] = ("up", 0.0)
                 else:
@@ -331,9 +186,9 @@ class _Learner:
             if coords is not None:
                 bits *= coords.size / d
             if direction == "up":
-                self.bits_up += bits
+                self.traffic.up += bits
             else:
-                self.bits_down += bits
+                self.traffic.down += bits
         self._counted_events = len(trace.ev_op)
 
     # -- evaluation -----------------------------------------------------------------------
@@ -342,8 +197,10 @@ class _Learner:
         X = self.sim.X
         x_bar = self.sim.trace.consensus.apply(X)[self.consensus_row]
         ds = self.dataset
-        loss = float(self.problem.loss(x_bar, ds.A_train, ds.y_train))
-        grad_norm = float(np.linalg.norm(self.problem.grad(x_bar, ds.A_train, ds.y_train)))
+        # One pass for both: a deep model's full-data loss and gradient are its costliest part.
+        loss, grad = self.problem.loss_and_grad(x_bar, ds.A_train, ds.y_train)
+        loss = float(loss)
+        grad_norm = float(np.linalg.norm(grad))
         accuracy = self.problem.accuracy(x_bar, ds.A_test, ds.y_test)
         views = X[self.worker_rows].astype(np.float64)
         distance = float(np.mean(np.sum((views - x_bar) ** 2, axis=1)))
@@ -358,8 +215,8 @@ class _Learner:
             "grad_norm": grad_norm,
             "test_accuracy": float("nan") if accuracy is None else float(accuracy),
             "stationary_distance": distance,
-            "bits_up": self.bits_up,
-            "bits_down": self.bits_down,
+            "bits_up": self.traffic.up,
+            "bits_down": self.traffic.down,
         }
         if not (np.isfinite(loss) and np.isfinite(grad_norm)):
             raise DivergenceError(step, f"loss {loss} and gradient norm {grad_norm} at the "
@@ -378,8 +235,43 @@ def check_scenario(path, overrides: dict | None = None) -> Scenario:
     """Validate a scenario completely without running it: the file, then the data, the
     problem, the protocol and the optimizer are built (raises :class:`ConfigError`)."""
     scenario = load_scenario(path, overrides)
-    _Learner(scenario, str(path))
+    _Learner(_corollary1(scenario, str(path), measure=False)[0], str(path))
     return scenario
+
+
+def _corollary1(scenario: Scenario, source: str | None, *, measure: bool = True):
+    """``optimizer.method.lr: corollary1``: the scenario with seed 002's Corollary 1 step
+    size, and the choice with its inputs (:func:`mixsim.bounds.corollary1_choice`).
+
+    ``t_mix`` and ``xi`` are measured before the run, on one run of the protocol with the
+    scenario's seed and timing. Other scenarios are returned unchanged, with None.
+    """
+    from mixsim import bounds
+    from mixsim.mixing import trace_mixing_time
+    from mixsim.scenario import apply_overrides
+
+    if scenario.optimizer.method.lr != "corollary1":
+        return scenario, None
+
+    def with_lr(lr):
+        return Scenario.model_validate(apply_overrides(scenario.model_dump(),
+                                                       {"optimizer.method.lr": lr}))
+
+    probe = _Learner(with_lr(1.0), source)
+    which, reason = bounds.applicable(scenario, probe)
+    if which != "theorem1":
+        reason = reason or f"method {scenario.optimizer.method.name!r} is not SGD"
+        raise ConfigError(f"'corollary1' is the step size of SGD under Theorem 1, which does "
+                          f"not apply here: {reason}", source=source, key="optimizer.method.lr")
+    if not measure:
+        return with_lr(1.0), None
+    timing = Timing(ComputeTime(**scenario.timing.compute.model_dump()),
+                    Links(**scenario.timing.links.model_dump()))
+    with _section(source, "protocol"):
+        t_mix, xi = trace_mixing_time(probe.protocol, scenario.workers, seed=scenario.seed,
+                                      timing=timing)
+    choice = bounds.corollary1_choice(scenario, probe, probe.total_steps(), t_mix, xi)
+    return with_lr(choice["lr"]), choice
 
 
 def run(scenario, *, out=None, overrides: dict | None = None, seed: int | None = None,
@@ -437,6 +329,7 @@ def _run(scenario, source, out_dir, started, progress) -> RunResult:
 
     from mixsim import report
 
+    scenario, corollary1 = _corollary1(scenario, source)
     learner = _Learner(scenario, source)
     result = RunResult(scenario, out_dir=out_dir)
     total = learner.total_steps()
@@ -464,7 +357,7 @@ def _run(scenario, source, out_dir, started, progress) -> RunResult:
 
         t_mix, xi = measure_trace(learner.sim.trace)
     result.summary = report.summary(scenario, learner, result, t_mix, xi,
-                                    time.perf_counter() - started, error)
+                                    time.perf_counter() - started, error, corollary1)
     if writer is not None:
         writer.finish(result, learner)
     if error is not None:

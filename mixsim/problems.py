@@ -303,6 +303,11 @@ class Problem:
     def _init(self, rng: np.random.Generator) -> np.ndarray:
         return np.zeros(self.dim)
 
+    def for_worker(self, worker: int) -> Problem:
+        """The problem as ``worker`` computes its gradients: the same object (a NumPy
+        problem keeps no per-worker state; a torch model keeps its BatchNorm statistics)."""
+        return self
+
     def loss(self, x: np.ndarray, A, y: np.ndarray) -> float:
         """Objective on the minibatch ``(A, y)``.
 
@@ -815,6 +820,13 @@ _PROBLEMS: dict[str, tuple[type[Problem], str]] = {
     "mlp": (MLP, "ReLU MLP, hidden (128, 64), softmax + cross-entropy (seed 000 §6)"),
 }
 
+#: Problems built elsewhere, listed with the rest (the torch problem needs the data's image
+#: shape and the scenario's folder: mixsim.torch_problem.make_torch_problem).
+_OTHER_PROBLEMS = {
+    "torch": "a torch.nn.Module (built-in resnet20, cnn, mlp, or module:factory); needs "
+             "mixsim[torch]",
+}
+
 # Scenario keys that are not Python identifiers in the constructors.
 _PARAMETER_ALIASES = {"lambda": "lam"}
 
@@ -826,7 +838,8 @@ def list_problems() -> list[tuple[str, str]]:
     -------
     list of (str, str)
     """
-    return [(name, summary) for name, (_, summary) in _PROBLEMS.items()]
+    return ([(name, summary) for name, (_, summary) in _PROBLEMS.items()]
+            + list(_OTHER_PROBLEMS.items()))
 
 
 def _positive_int(value, key: str, minimum: int = 1) -> int:
@@ -881,11 +894,16 @@ def make_problem(name: str, data_dim: int, n_classes: int | None = None, **param
     >>> make_problem("nonconvex-logistic", 30, 2, **{"lambda": 0.1}).lam
     0.1
     """
+    if name in _OTHER_PROBLEMS:
+        from mixsim.torch_problem import make_torch_problem
+
+        return make_torch_problem(params, data_dim=data_dim, n_classes=n_classes)
     if name not in _PROBLEMS:
-        close = difflib.get_close_matches(str(name), list(_PROBLEMS), n=1)
+        allowed = [*_PROBLEMS, *_OTHER_PROBLEMS]
+        close = difflib.get_close_matches(str(name), allowed, n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
         raise ConfigError(
-            f"unknown problem {name!r}; allowed: {', '.join(_PROBLEMS)}{hint}", key="problem.name"
+            f"unknown problem {name!r}; allowed: {', '.join(allowed)}{hint}", key="problem.name"
         )
     cls = _PROBLEMS[name][0]
     data_dim = _positive_int(data_dim, "problem.data_dim")

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from mixsim import bounds
+
 __all__ = ["Writer", "summary"]
 
 _PACKAGES = ("mixsim", "numpy", "scipy", "simpy", "numba", "networkx", "scikit-learn")
@@ -52,91 +54,14 @@ def _versions() -> dict:
     return versions
 
 
-def theorem1_bound(rows: list[dict], *, L: float, sigma2: float, lr: float, t_mix: int,
-                   xi: float) -> list[float | None]:
-    """Seed 002 Theorem 1 (eq. 9) for SGD with a constant step ``lr``, at each row's step T.
+def summary(scenario, learner, result, t_mix, xi, wall_time, error,
+            corollary1: dict | None = None) -> dict:
+    """The summary of a run (the content of ``summary.json``).
 
-    .. math::
-
-        \\frac{1}{T}\\sum_{t<T} \\|\\nabla f(x_t)\\|^2 \\le
-        \\frac{2 (f(x_0) - f(x_T)) + \\sigma^2 L T \\alpha^2
-              + 4 (1+\\xi)^2 \\xi^2 t_{mix} \\sigma^2 L^2 (T+1) \\alpha^3}
-             {T \\alpha (1 - 16 (1+\\xi)^2 \\xi^2 t_{mix}^2 L^2 \\alpha^2)}
-
-    with ``f(x_0) - f(x_T)`` taken from the run (as the paper's Corollary 1 does). ``None``
-    where the step size is too large for the bound to hold (non-positive denominator).
+    ``bound`` is the bound of seed 002 that applies to the run, or the reason none does
+    (:func:`mixsim.bounds.run_bound`); ``corollary1`` the step size chosen for
+    ``optimizer.method.lr: corollary1`` with its inputs.
     """
-    c = (1 + xi) ** 2 * xi**2
-    denominator_factor = 1 - 16 * c * t_mix**2 * L**2 * lr**2
-    f0 = rows[0]["loss"]
-    bounds = []
-    for row in rows:
-        T = row["step"]
-        if T == 0 or denominator_factor <= 0:
-            bounds.append(None)
-            continue
-        gap = max(f0 - row["loss"], 0.0)
-        numerator = (2 * gap + sigma2 * L * T * lr**2
-                     + 4 * c * t_mix * sigma2 * L**2 * (T + 1) * lr**3)
-        bounds.append(numerator / (T * lr * denominator_factor))
-    return bounds
-
-
-def running_mean_squared_gradient(rows: list[dict]) -> list[float]:
-    """Mean of ``||grad f||^2`` over the evaluations up to each row (the bound's left side,
-    sampled at the evaluation points)."""
-    squares = np.cumsum([row["grad_norm"] ** 2 for row in rows])
-    return (squares / np.arange(1, len(rows) + 1)).tolist()
-
-
-def _bound(scenario, learner, result, t_mix, xi) -> dict | None:
-    """Theorem 1 for this run, where it applies (worker-side SGD, no compression, known L).
-
-    The theorem is about the sequential SGD the run is a parallel version of: the consensus
-    model ``M_inf X``. An update ``-lr g`` added to a slot moves the consensus by
-    ``-w lr g``, with ``w`` the weight ``M_inf`` gives that slot (``1/n`` when the consensus
-    is the mean of n worker copies, 1 for a server), so the step size of that SGD is
-    ``w lr``. ``sigma^2`` bounds the noise of one step's gradient around the full gradient:
-    the worst worker's minibatch variance plus its shard's gradient bias, at the initial
-    point.
-    """
-    method = scenario.optimizer.method
-    if (method.name != "sgd" or scenario.optimizer.compressor.name != "none"
-            or scenario.optimizer.placement != "worker"
-            or t_mix is None or xi is None or not result.rows):
-        return None
-    ds = learner.dataset
-    L = learner.problem.smoothness(ds.A_train)
-    if L is None:
-        return None
-    consensus = learner.sim.trace.consensus
-    layout = learner.layout
-    average = consensus.average
-    target_rows = learner.sim._target_rows
-    if target_rows is None:
-        return None
-    groups = {layout.group_of(int(row)) for row in target_rows}
-    if not groups <= {average, consensus.absorb}:
-        return None
-    lr = method.lr / layout.count(average)
-    x0 = learner.sim.trace.initial_state[learner.consensus_row]
-    full = learner.problem.grad(x0, ds.A_train, ds.y_train)
-    sigma2 = max(
-        learner.problem.gradient_variance(x0, ds.A_train[shard], ds.y_train[shard],
-                                          learner.batch)
-        + float(np.sum((learner.problem.grad(x0, ds.A_train[shard], ds.y_train[shard])
-                        - full) ** 2))
-        for shard in learner.shards)
-    return {
-        "L": L, "sigma2": sigma2, "lr": method.lr, "consensus_lr": lr, "t_mix": t_mix,
-        "xi": xi, "steps": [row["step"] for row in result.rows],
-        "bound": theorem1_bound(result.rows, L=L, sigma2=sigma2, lr=lr, t_mix=t_mix, xi=xi),
-        "measured": running_mean_squared_gradient(result.rows),
-    }
-
-
-def summary(scenario, learner, result, t_mix, xi, wall_time, error) -> dict:
-    """The summary of a run (the content of ``summary.json``)."""
     last = result.rows[-1] if result.rows else {}
     return {
         "name": scenario.name,
@@ -153,7 +78,8 @@ def summary(scenario, learner, result, t_mix, xi, wall_time, error) -> dict:
         "theory_t_mix": learner.protocol.theory_t_mix(scenario.workers),
         "final": {k: (None if isinstance(v, float) and not np.isfinite(v) else v)
                   for k, v in last.items()},
-        "theorem1": _bound(scenario, learner, result, t_mix, xi),
+        "bound": bounds.run_bound(scenario, learner, result.rows, t_mix, xi),
+        "corollary1": corollary1,
         "wall_time_seconds": round(wall_time, 3),
         "versions": _versions(),
         "scenario": scenario.model_dump(mode="json"),
@@ -183,15 +109,64 @@ class Writer:
                       json.dumps(result.summary, indent=2, sort_keys=True) + "\n")
 
 
+_THEOREMS = {"theorem1": "Theorem 1 (eq. 9)", "theorem2": "Theorem 2 (eq. 13)"}
+
+
+def _plot_bound(ax, bound: dict) -> None:
+    """The measured mean squared gradient norm against the bound that applies, or the
+    reason no bound applies."""
+    if bound.get("theorem") is None:
+        import textwrap
+
+        ax.axis("off")
+        reason = bound.get("reason") or "not computed"
+        ax.text(0.0, 0.9, "No bound of seed 002 applies:\n"
+                + textwrap.fill(reason, 60), va="top", fontsize=9, transform=ax.transAxes)
+        return
+    ax.plot(bound["steps"], bound["measured"], marker=".",
+            label="measured mean ||grad f||^2 (at evaluations)")
+    pairs = [(t, b) for t, b in zip(bound["steps"], bound["bound"], strict=True)
+             if b is not None and np.isfinite(b)]
+    name = _THEOREMS[bound["theorem"]]
+    if pairs:
+        ax.plot(*zip(*pairs, strict=True), linestyle="--",
+                label=f"{name}, measured t_mix, xi; estimated constants")
+    else:
+        ax.set_title(f"{name} says nothing at this step size "
+                     "(16 (1+xi)^2 xi^2 t_mix^2 L^2 a^2 >= 1)", fontsize=8)
+    ax.set_yscale("log")
+    ax.set_xlabel("steps T")
+    ax.set_ylabel("(1/T) sum ||grad f(x_t)||^2")
+    ax.legend(fontsize=7)
+    ax.grid(True, alpha=0.3)
+
+
+def _bound_inputs(ax, bound: dict) -> None:
+    """The values the bound was computed from, estimates marked as such."""
+    ax.axis("off")
+    if bound.get("theorem") is None:
+        return
+    estimated = {"sigma2", "G_inf"}
+    names = ["t_mix", "xi", "L", "sigma2", "consensus_lr"]
+    if bound["theorem"] == "theorem2":
+        names += ["G_inf", "c", "p", "b1", "b2"]
+    lines = [f"{name} = {bound[name]:.4g}" + (" (estimate)" if name in estimated else "")
+             for name in names]
+    lines += [f"{k} = {v:.3g}" for k, v in bound.get("constants", {}).items()]
+    ax.text(0.0, 0.95, "Inputs of the bound (summary.json: bound.notes):\n" + "\n".join(lines),
+            va="top", fontsize=8, family="monospace", transform=ax.transAxes)
+
+
 def plot_run(result, path: Path) -> Path:
-    """Loss against steps, bits and simulated time; stationary distance against steps."""
+    """Loss against steps, bits and simulated time; stationary distance against steps; the
+    bound of seed 002 that applies, or the reason none does."""
     # A Figure without pyplot: no global backend switch, nothing left open.
     from matplotlib.figure import Figure
 
     table = result.table
-    bound = result.summary.get("theorem1")
-    fig = Figure(figsize=(10, 10 if bound else 7), dpi=110)
-    axes = fig.subplots(3 if bound else 2, 2)
+    bound = result.summary.get("bound") or {}
+    fig = Figure(figsize=(10, 10), dpi=110)
+    axes = fig.subplots(3, 2)
     bits = table["bits_up"] + table["bits_down"]
     panels = [
         (axes[0, 0], table["step"], table["loss"], "steps", "training loss"),
@@ -207,21 +182,8 @@ def plot_run(result, path: Path) -> Path:
         ax.grid(True, alpha=0.3)
         if np.all(np.asarray(y)[np.isfinite(y)] > 0):
             ax.set_yscale("log")
-    if bound:
-        ax = axes[2, 0]
-        ax.plot(bound["steps"], bound["measured"], marker=".",
-                label="measured mean ||grad f||^2 (at evaluations)")
-        pairs = [(t, b) for t, b in zip(bound["steps"], bound["bound"], strict=True)
-                 if b is not None]
-        if pairs:
-            ax.plot(*zip(*pairs, strict=True), linestyle="--",
-                    label="Theorem 1 bound (measured t_mix, xi)")
-        ax.set_yscale("log")
-        ax.set_xlabel("steps T")
-        ax.set_ylabel("(1/T) sum ||grad f(x_t)||^2")
-        ax.legend(fontsize=8)
-        ax.grid(True, alpha=0.3)
-        axes[2, 1].axis("off")
+    _plot_bound(axes[2, 0], bound)
+    _bound_inputs(axes[2, 1], bound)
     s = result.summary
     fig.suptitle(f"{s['name']}: {s['protocol']}, n = {s['workers']}, measured t_mix = "
                  f"{s['t_mix']}, xi = {s['xi'] if s['xi'] is None else round(s['xi'], 3)}")

@@ -12,7 +12,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from mixsim import _yaml
 from mixsim.errors import ConfigError
@@ -77,9 +84,21 @@ class CompressorSection(BaseModel):
 
 
 class MethodSection(BaseModel):
+    """``optimizer.method:`` - ``lr`` is a number, or ``corollary1`` for the step size of
+    seed 002's Corollary 1 (SGD; :func:`mixsim.bounds.corollary1_choice`)."""
+
     model_config = ConfigDict(extra="allow")
     name: str = "amsgrad"
-    lr: float = Field(1e-3, ge=0)
+    lr: float | str = 1e-3
+
+    @field_validator("lr")
+    @classmethod
+    def _lr(cls, value):
+        if isinstance(value, str) and value != "corollary1":
+            raise ValueError("lr is a number >= 0 or 'corollary1'")
+        if not isinstance(value, str) and not value >= 0:
+            raise ValueError("lr must be >= 0")
+        return value
 
 
 class OptimizerSection(_Strict):

@@ -16,10 +16,11 @@ from typing import NamedTuple
 import numpy as np
 import scipy.sparse as sp
 
+from mixsim import theory
 from mixsim.operators import Operator
 from mixsim.state import SlotLayout
 
-__all__ = ["Consensus", "Trace", "TraceEvent", "AssumptionViolation"]
+__all__ = ["Consensus", "Trace", "TraceEvent", "AssumptionViolation", "Lemma1Check"]
 
 
 class TraceEvent(NamedTuple):
@@ -32,6 +33,59 @@ class TraceEvent(NamedTuple):
     participants: np.ndarray
     operator: Operator
     coords: np.ndarray | None
+
+
+class Lemma1Check(NamedTuple):
+    """The outcome of :meth:`Trace.check_lemma1`.
+
+    Attributes
+    ----------
+    t_mix, xi : float
+        The values checked.
+    steps : int
+        Step operators in the trace; every window ``0 <= s <= t <= steps`` was checked.
+    windows : int
+        Number of windows checked (over every coordinate checked).
+    worst_ratio : float
+        Largest ``||M_{t-1} ... M_s - M_inf||_2`` divided by the bound of eq. 2.
+    worst_window : tuple of int
+        ``(s, t)`` of that ratio.
+    violation : tuple or None
+        ``(s, t, ratio)`` of the first window (earliest end, then earliest start) whose
+        ratio exceeds 1, or None when the bound holds everywhere.
+    trace_xi : float
+        Largest ``||M_{t-1} ... M_s||_2`` over the same windows: the exact ``xi`` of this
+        trace (Assumption 3 restricted to it).
+    """
+
+    t_mix: float
+    xi: float
+    steps: int
+    windows: int
+    worst_ratio: float
+    worst_window: tuple[int, int]
+    violation: tuple[int, int, float] | None
+    trace_xi: float
+
+    @property
+    def holds(self) -> bool:
+        """Whether the bound of Lemma 1 held on every window."""
+        return self.violation is None
+
+    def message(self) -> str:
+        """One paragraph saying what was found and what it means."""
+        s, t = self.worst_window
+        text = (f"Lemma 1 with t_mix = {self.t_mix:g}, xi = {self.xi:.4g} on {self.steps} "
+                f"steps ({self.windows} windows): worst ratio {self.worst_ratio:.4g} of the "
+                f"bound, window [{s}, {t})")
+        if self.holds:
+            return text + "; holds on every window"
+        s, t, ratio = self.violation
+        text += f"; first broken by window [{s}, {t}) at {ratio:.4g} times the bound"
+        if self.trace_xi > self.xi * (1 + 1e-9):
+            return text + (f". The trace's products reach norm {self.trace_xi:.4g} > xi: "
+                           "xi was too small (a lower bound), not necessarily t_mix")
+        return text + ". xi covers every product of the trace: t_mix is too small"
 
 
 class AssumptionViolation(NamedTuple):
@@ -404,3 +458,92 @@ class Trace:
                     )
                     break
         return violations
+
+    def check_lemma1(self, t_mix: float, xi: float, *, coordinates: int = 1,
+                     tol: float = 1e-9) -> Lemma1Check:
+        """Check Lemma 1 (seed 002, eq. 2) on every window of the trace.
+
+        For every ``0 <= s <= t <= n_steps`` the window's distance from consensus,
+        ``||M_{t-1} ... M_s - M_inf||_2`` (the largest ``||(prod M_k) X - M_inf X||`` over
+        ``||X|| = 1``), is compared with ``2^-floor((t - s) / t_mix) (1 + xi) xi``.
+
+        The lemma follows from Assumptions 1 to 3, so where ``t_mix`` and ``xi`` are exact
+        for the trace it must hold; a violation means one of them is too small. ``xi``
+        measured on sampled windows is a lower bound of the true one: the bound grows with
+        ``xi``, so holding with a lower bound is conclusive, and a violation is then
+        attributed to ``xi`` when the trace's own product norms (``trace_xi``) exceed it.
+
+        Parameters
+        ----------
+        t_mix : float
+            Mixing time to check (>= 1).
+        xi : float
+            Product norm bound to check (>= 1).
+        coordinates : int
+            Coordinates checked: a sparsified event acts on coordinate ``j`` only when it
+            exchanged ``j``; other events act on every coordinate.
+        tol : float
+            Relative slack for rounding.
+
+        Returns
+        -------
+        Lemma1Check
+
+        Notes
+        -----
+        Cost: ``O(n_steps^2 slots^3)``; meant for traces of up to a few thousand steps on
+        tens of slots. The spectral norm is computed only where the Frobenius norm (an
+        upper bound) could change the answer and, for non-expansive traces that satisfy
+        Assumption 1, only at the first window of each value of the bound.
+        """
+        if not t_mix >= 1 or not xi >= 1:
+            raise ValueError(f"t_mix = {t_mix!r} and xi = {xi!r} must both be >= 1")
+        size = self.layout.size
+        T = self.n_steps
+        m_inf = self.consensus.matrix().toarray()
+        by_step: list[list[TraceEvent]] = [[] for _ in range(T)]
+        for event in self.events():
+            if 0 <= event.step < T:
+                by_step[event.step].append(event)
+        expansive = any(event.operator.norm() > 1 + 1e-12 for events in by_step
+                        for event in events)
+        bounds = np.array([theory.lemma1_bound(w, t_mix, xi) for w in range(T + 1)])
+        # With non-expansive events that keep consensus (M M_inf = M_inf), the distance
+        # of a window, M_{t-1} (P - M_inf), cannot grow with t while the bound stays
+        # constant: the worst ratio and the first break of every start are at the first
+        # window of a constant bound, the only ones whose spectral norm is needed.
+        candidate = np.ones(T + 1, dtype=bool)
+        if not expansive and not self.check_assumption1():
+            candidate[1:] = bounds[1:] < bounds[:-1]
+        worst, worst_window, violation, trace_xi, windows = 0.0, (0, 0), None, 1.0, 0
+        for coord in range(coordinates):
+            # products[s] = M_{t-1} ... M_s for every start s <= t, updated as t grows
+            products = np.empty((T + 1, size, size))
+            for t in range(T + 1):
+                products[t] = np.eye(size)
+                distances = products[:t + 1] - m_inf
+                ratio_bound = np.sqrt(np.einsum("kij,kij->k", distances, distances))
+                ratio_bound /= bounds[t::-1]
+                windows += t + 1
+                need = np.flatnonzero((ratio_bound > min(worst, 1 + tol))
+                                      & candidate[t::-1])
+                if need.size:
+                    ratios = np.linalg.norm(distances[need], 2, axis=(1, 2)) / bounds[t - need]
+                    best = int(np.argmax(ratios))
+                    if ratios[best] > worst:
+                        worst, worst_window = float(ratios[best]), (int(need[best]), t)
+                    broken = np.flatnonzero(ratios > 1 + tol)
+                    if violation is None and broken.size:
+                        s = int(need[broken[0]])
+                        violation = (s, t, float(ratios[broken[0]]))
+                if expansive:
+                    trace_xi = max(trace_xi, float(np.max(
+                        np.linalg.norm(products[:t + 1], 2, axis=(1, 2)))))
+                if t < T:
+                    step = np.eye(size)
+                    for event in by_step[t]:
+                        if event.coords is None or coord in event.coords:
+                            event.operator.apply(step)
+                    products[:t + 1] = step @ products[:t + 1]
+        return Lemma1Check(float(t_mix), float(xi), T, windows, worst, worst_window,
+                           violation, trace_xi)

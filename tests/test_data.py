@@ -216,6 +216,7 @@ def test_list_datasets():
         "synthetic-classification",
         "libsvm",
         "npz",
+        "cifar10",
     } == set(names)
     assert all(description for _, description in rows)
 

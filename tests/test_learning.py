@@ -141,8 +141,8 @@ def test_theorem1_bound_is_computed_and_holds_for_sgd_least_squares():
                            data={"name": "synthetic-linear", "batch": 8},
                            optimizer={"method": {"name": "sgd", "lr": 0.01}},
                            steps=400, eval_every=40, outputs={"measure_mixing": True}))
-    bound = result.summary["theorem1"]
-    assert bound is not None and bound["t_mix"] == 4 and bound["xi"] == 1.0
+    bound = result.summary["bound"]
+    assert bound["theorem"] == "theorem1" and bound["t_mix"] == 4 and bound["xi"] == 1.0
     assert bound["L"] > 0 and bound["sigma2"] > 0
     pairs = [(m, b) for m, b in zip(bound["measured"], bound["bound"], strict=True)
              if b is not None]
@@ -166,3 +166,25 @@ def test_two_way_placements_refuse_what_they_cannot_run(protocol, optimizer, mes
     with pytest.raises(ConfigError, match=message) as info:
         run(scenario)
     assert "\n" not in str(info.value)
+
+
+def test_schedule_and_weight_decay_reach_the_optimizer_from_the_scenario():
+    # One worker: the run is the sequential loop, with the step size annealed and decayed.
+    method = {"name": "momentum", "lr": 0.05, "mu": 0.9, "nesterov": True,
+              "weight_decay": 0.01, "decoupled_weight_decay": 0.1,
+              "schedule": {"name": "cosine", "steps": 20}}
+    scenario = _scenario(optimizer={"method": method})
+    result = run(scenario)
+    learner = _Learner(scenario, None)
+    ds, problem, shard = learner.dataset, learner.problem, learner.shards[0]
+    x = learner.sim.X[0].copy()
+    lrs = [0.05 * (1 + np.cos(np.pi * min(t, 20) / 20)) / 2 for t in range(30)]
+    buf = np.zeros_like(x)
+    expected = [problem.loss(x, ds.A_train, ds.y_train)]
+    for lr in lrs:
+        g = problem.grad(x, ds.A_train[shard], ds.y_train[shard]) + 0.01 * x
+        x = x * (1 - lr * 0.1)
+        buf = 0.9 * buf + g
+        x = x - lr * (g + 0.9 * buf)
+        expected.append(problem.loss(x, ds.A_train, ds.y_train))
+    np.testing.assert_allclose(result.table["loss"], expected, rtol=1e-10)

@@ -330,7 +330,7 @@ def test_shape_errors_name_the_bad_shape():
 
 def test_list_problems():
     names = [name for name, _ in list_problems()]
-    assert names == ["least-squares", "logistic", "nonconvex-logistic", "softmax", "mlp"]
+    assert names == ["least-squares", "logistic", "nonconvex-logistic", "softmax", "mlp", "torch"]
     assert all(summary for _, summary in list_problems())
 
 

@@ -153,8 +153,8 @@ def test_schedules():
     decay = step_decay(1.0, factor=0.1, every=10)
     assert [decay(t) for t in (1, 10, 11, 21)] == pytest.approx([1.0, 1.0, 0.1, 0.01])
     assert make_schedule("step-decay", value=2.0, factor=0.5, every=1)(3) == 0.5
-    with pytest.raises(ConfigError, match="allowed: constant, inverse-sqrt, step-decay"):
-        make_schedule("cosine", value=1.0)
+    with pytest.raises(ConfigError, match="allowed: constant, cosine, inverse-sqrt, step-decay"):
+        make_schedule("linear", value=1.0)
     with pytest.raises(ConfigError) as info:
         step_decay(1.0, factor=0.0)
     assert info.value.key == "factor"

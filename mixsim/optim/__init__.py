@@ -20,6 +20,7 @@ from mixsim.optim.compressors import (
     uncompressed,
     uniform,
 )
+from mixsim.optim.decay import WeightDecayState, weight_decay
 from mixsim.optim.fused import fused_ef_top_k_amsgrad
 from mixsim.optim.memory import (
     AccumulateState,
@@ -42,9 +43,11 @@ from mixsim.optim.memory import (
 )
 from mixsim.optim.optimizers import (
     AdamFamilyState,
+    AdamState,
     AMSGradState,
     MomentumState,
     SGDState,
+    adam,
     adam_family,
     amsgrad,
     amsgrad_torch,
@@ -54,7 +57,7 @@ from mixsim.optim.optimizers import (
     sgd,
 )
 from mixsim.optim.registry import make_optimizer
-from mixsim.optim.schedules import constant, inverse_sqrt, make_schedule, step_decay
+from mixsim.optim.schedules import constant, cosine, inverse_sqrt, make_schedule, step_decay
 from mixsim.optim.transform import Spec, Transformation, chain, identity
 
 __all__ = [
@@ -66,6 +69,7 @@ __all__ = [
     # optimizers
     "sgd",
     "momentum",
+    "adam",
     "adam_family",
     "amsgrad",
     "amsgrad_torch",
@@ -77,11 +81,15 @@ __all__ = [
     "MomentumState",
     "AdamFamilyState",
     "AMSGradState",
+    "AdamState",
     "OneBitAdamState",
+    "weight_decay",
+    "WeightDecayState",
     # schedules
     "constant",
     "inverse_sqrt",
     "step_decay",
+    "cosine",
     "make_schedule",
     # compressors
     "uncompressed",

@@ -30,6 +30,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from mixsim.errors import ConfigError
 from mixsim.optim import _checks, _kernels
 from mixsim.optim.transform import Spec, Transformation
 
@@ -38,6 +39,8 @@ __all__ = [
     "MomentumState",
     "AdamFamilyState",
     "AMSGradState",
+    "AdamState",
+    "adam",
     "sgd",
     "momentum",
     "adam_family",
@@ -80,6 +83,14 @@ class AMSGradState(NamedTuple):
     m: np.ndarray
     v: np.ndarray
     v_hat: np.ndarray
+
+
+class AdamState(NamedTuple):
+    """State of :func:`adam`: count and torch's ``exp_avg`` (``m``), ``exp_avg_sq`` (``v``)."""
+
+    count: int
+    m: np.ndarray
+    v: np.ndarray
 
 
 def _rate(lr, count: int) -> float:
@@ -174,8 +185,10 @@ def sgd(lr=1e-2) -> Transformation:
     return Transformation(init, update, checked_step, Spec("sgd", {"lr": lr}))
 
 
-def momentum(lr=1e-2, mu: float = 0.9) -> Transformation:
+def momentum(lr=1e-2, mu: float = 0.9, nesterov: bool = False) -> Transformation:
     """Heavy-ball momentum SGD as in ``torch.optim.SGD``: ``b = mu b + g``, ``x -= lr b``.
+
+    With ``nesterov``, torch's Nesterov form: ``b = mu b + g``, ``x -= lr (g + mu b)``.
 
     Parameters
     ----------
@@ -183,6 +196,8 @@ def momentum(lr=1e-2, mu: float = 0.9) -> Transformation:
         Step size ``>= 0`` or a schedule.
     mu : float
         Momentum in ``[0, 1)``.
+    nesterov : bool
+        Nesterov momentum (default False).
 
     Returns
     -------
@@ -207,6 +222,8 @@ def momentum(lr=1e-2, mu: float = 0.9) -> Transformation:
     """
     lr = _checks.learning_rate(lr)
     mu = _checks.real(mu, "mu", low=0.0, high=1.0, high_open=True)
+    if not isinstance(nesterov, bool):
+        raise ConfigError(f"must be true or false, got {nesterov!r}", key="nesterov")
 
     def init(params):
         return MomentumState(0, _zeros(params))
@@ -214,10 +231,17 @@ def momentum(lr=1e-2, mu: float = 0.9) -> Transformation:
     def step(g, state, x):
         count = state.count + 1
         t = x.dtype.type
-        _kernels._momentum_step(x, g, state.momentum, t(_rate(lr, count)), t(mu))
+        if nesterov:
+            buf = state.momentum
+            buf *= t(mu)
+            buf += g
+            x -= t(_rate(lr, count)) * (g + t(mu) * buf)
+        else:
+            _kernels._momentum_step(x, g, state.momentum, t(_rate(lr, count)), t(mu))
         return state._replace(count=count)
 
-    return _transformation(init, step, lambda s: s.momentum, Spec("momentum", {"lr": lr, "mu": mu}))
+    spec = Spec("momentum", {"lr": lr, "mu": mu, "nesterov": nesterov})
+    return _transformation(init, step, lambda s: s.momentum, spec)
 
 
 def _betas(b1, b2):
@@ -487,3 +511,62 @@ def amsgrad_torch(lr=1e-3, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8
         return state._replace(count=count)
 
     return _transformation(init, step, lambda s: s.m, Spec("amsgrad-torch", params))
+
+
+def adam(lr=1e-3, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8) -> Transformation:
+    """Adam as ``torch.optim.Adam`` computes it (bias-corrected, ``eps`` after the root).
+
+    ``m = b1 m + (1 - b1) g``, ``v = b2 v + (1 - b2) g^2``, and with ``bc1 = 1 - b1^t``,
+    ``bc2 = 1 - b2^t``: ``x -= (lr / bc1) m / (sqrt(v) / sqrt(bc2) + eps)``. Weight decay:
+    ``weight_decay`` (L2, torch's Adam) or ``decoupled_weight_decay`` (AdamW) in
+    :func:`mixsim.optim.make_optimizer`.
+
+    Parameters
+    ----------
+    lr : float or callable
+        Step size ``>= 0`` or a schedule.
+    b1, b2 : float
+        Moment decays in ``[0, 1)``.
+    eps : float
+        ``>= 0``, added after the root.
+
+    Returns
+    -------
+    Transformation
+        State :class:`AdamState`.
+
+    Raises
+    ------
+    ConfigError
+        If an argument is out of range.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> opt = adam(0.1, eps=0.0)
+    >>> opt.update(np.array([3.0, -0.5]), opt.init(np.zeros(2)))[0].round(12).tolist()
+    [-0.1, 0.1]
+    """
+    lr = _checks.learning_rate(lr)
+    b1, b2 = _betas(b1, b2)
+    eps = _checks.real(eps, "eps", low=0.0)
+    params = {"lr": lr, "b1": b1, "b2": b2, "eps": eps}
+
+    def init(params):
+        return AdamState(0, _zeros(params), _zeros(params))
+
+    def step(g, state, x):
+        count = state.count + 1
+        t = x.dtype.type
+        m, v = state.m, state.v
+        m *= t(b1)
+        m += t(1.0 - b1) * g
+        v *= t(b2)
+        v += t(1.0 - b2) * (g * g)
+        denominator = np.sqrt(v)
+        denominator /= t(math.sqrt(1.0 - b2**count))
+        denominator += t(eps)
+        x -= t(_rate(lr, count) / (1.0 - b1**count)) * (m / denominator)
+        return state._replace(count=count)
+
+    return _transformation(init, step, lambda s: s.m, Spec("adam", params))

@@ -11,7 +11,7 @@ from typing import NamedTuple
 
 from mixsim.optim import _checks
 
-__all__ = ["constant", "inverse_sqrt", "step_decay", "make_schedule"]
+__all__ = ["constant", "inverse_sqrt", "step_decay", "cosine", "make_schedule"]
 
 
 class Constant(NamedTuple):
@@ -41,6 +41,18 @@ class StepDecay(NamedTuple):
 
     def __call__(self, t: int) -> float:
         return self.value * self.factor ** ((max(t, 1) - 1) // self.every)
+
+
+class Cosine(NamedTuple):
+    """``a_t = low + (value - low) (1 + cos(pi min(t - 1, steps) / steps)) / 2``."""
+
+    value: float
+    steps: int
+    low: float
+
+    def __call__(self, t: int) -> float:
+        done = min(max(t, 1) - 1, self.steps)
+        return self.low + (self.value - self.low) * (1 + math.cos(math.pi * done / self.steps)) / 2
 
 
 def constant(value: float) -> Constant:
@@ -130,18 +142,54 @@ def step_decay(value: float, factor: float = 0.1, every: int = 1000) -> StepDeca
     )
 
 
-_SCHEDULES = {"constant": constant, "inverse-sqrt": inverse_sqrt, "step-decay": step_decay}
+def cosine(value: float, steps: int = 1000, low: float = 0.0) -> Cosine:
+    """Cosine annealing from ``value`` to ``low`` over ``steps`` updates, then ``low``.
+
+    ``torch.optim.lr_scheduler.CosineAnnealingLR(T_max=steps, eta_min=low)``: update ``t``
+    (from 1) uses torch's rate after ``t - 1`` scheduler steps.
+
+    Parameters
+    ----------
+    value : float
+        Initial step size, ``>= 0``.
+    steps : int
+        Length of the annealing, ``>= 1``.
+    low : float
+        Final step size, ``>= 0``.
+
+    Returns
+    -------
+    Cosine
+
+    Raises
+    ------
+    ConfigError
+        If an argument is out of range (keys ``"lr"``, ``"steps"``, ``"low"``).
+
+    Examples
+    --------
+    >>> s = cosine(1.0, steps=2)
+    >>> [round(s(t), 12) for t in (1, 2, 3, 4)]
+    [1.0, 0.5, 0.0, 0.0]
+    """
+    return Cosine(_checks.real(value, "lr", low=0.0), _checks.integer(steps, "steps", low=1),
+                  _checks.real(low, "low", low=0.0))
 
 
-def make_schedule(name: str, **params) -> Constant | InverseSqrt | StepDecay:
+_SCHEDULES = {"constant": constant, "inverse-sqrt": inverse_sqrt, "step-decay": step_decay,
+              "cosine": cosine}
+
+
+def make_schedule(name: str, **params) -> Constant | InverseSqrt | StepDecay | Cosine:
     """Build a schedule by its registry name.
 
     Parameters
     ----------
-    name : {"constant", "inverse-sqrt", "step-decay"}
+    name : {"constant", "inverse-sqrt", "step-decay", "cosine"}
         The schedule.
     **params
-        Arguments of the matching factory (``value``, ``factor``, ``every``).
+        Arguments of the matching factory (``value``, ``factor``, ``every``, ``steps``,
+        ``low``).
 
     Returns
     -------
