@@ -12,3 +12,12 @@ JIT_OPTIONS = {"cache": True, "nogil": True}
 def njit(func):
     """Compile ``func`` with mixsim's standard options."""
     return numba.njit(**JIT_OPTIONS)(func)
+
+
+def njit_inline(func):
+    """Compile ``func`` with mixsim's options, inlined into its numba callers.
+
+    For the small kernels called once per event in the hot loops: a call between compiled
+    functions passes every array by reference count (an atomic operation per array), which
+    costs more than applying a two-row operator."""
+    return numba.njit(inline="always", **JIT_OPTIONS)(func)

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from mixsim._numba import njit
+from mixsim._numba import njit, njit_inline
 from mixsim.operators import _apply_op_cols
 
 __all__ = ["FirstPassages", "HALF"]
@@ -50,9 +50,9 @@ _REFRESH = 256
 _CHUNK_BYTES = 32 * 2**20
 
 
-@njit
-def _bound_rows_out(U, active, first, n_rows, g0, op_rows, op_row_ptr, op_cols, op_vals, buf,
-                    gram):
+@njit_inline
+def _bound_rows_out(U, active, first, n_rows, g0, op_rows, op_row_ptr, op_cols, op_vals, l0,
+                    l1, op_lr_cols, op_lr_vals, op_lr_coef, buf, gram):
     """Operator rows on the bound vectors ``U``, keeping their Gram entries current.
 
     ``U`` holds the first bound vector of start ``s`` in column ``s`` and the second in
@@ -67,6 +67,13 @@ def _bound_rows_out(U, active, first, n_rows, g0, op_rows, op_row_ptr, op_cols, 
             w = op_vals[p]
             for c in range(ncols):
                 buf[a, c] += w * U[j, c]
+    if l1 > l0:
+        for c in range(ncols):
+            v = 0.0
+            for q in range(l0, l1):
+                v += op_lr_vals[q] * U[op_lr_cols[q], c]
+            for a in range(n_rows):
+                buf[a, c] += op_lr_coef[first + a] * v
     for a in range(n_rows):
         row = op_rows[first + a]
         for s in range(active):
@@ -101,7 +108,7 @@ def _positive_definite(A):
     return True
 
 
-@njit
+@njit_inline
 def _cdot(A, i, B, j):
     """Dot product of column ``i`` of ``A`` with column ``j`` of ``B``."""
     t = 0.0
@@ -127,7 +134,7 @@ def _grams(U, active, gram):
             gram[2, s] += x * y
 
 
-@njit
+@njit_inline
 def _top2(gram, s):
     """Largest eigenvalue of the 2 x 2 Gram matrix ``gram[:, s]``: the squared bound."""
     a = gram[0, s]
@@ -235,7 +242,8 @@ def _lift(first_phase, wide, Q, blocks, s, Vs, U, gram, skip, state):
 @njit
 def _scan(starts, reference, e_from, e_to, step_base, coord, basis, wide, blocks, Q, V, U,
           gram, length, state, step_ptr, ev_op, ev_mask, op_rows_ptr, op_rows,
-          op_row_ptr_ptr, op_row_ptr, op_cols, op_vals, buf, half):
+          op_row_ptr_ptr, op_row_ptr, op_cols, op_vals, op_lr_ptr, op_lr_cols, op_lr_vals,
+          op_lr_coef, buf, half):
     """Advance the scan of one chunk of starts over steps ``[e_from, e_to)``.
 
     ``state`` holds the number of active starts, the number still open, and counts of
@@ -289,12 +297,15 @@ def _scan(starts, reference, e_from, e_to, step_base, coord, basis, wide, blocks
             g0 = op_row_ptr_ptr[op]
             if e < reference:
                 _apply_op_cols(wide, active * k, op, op_rows_ptr, op_rows, op_row_ptr_ptr,
-                               op_row_ptr, op_cols, op_vals, buf)
+                               op_row_ptr, op_cols, op_vals, op_lr_ptr, op_lr_cols,
+                               op_lr_vals, op_lr_coef, buf)
             else:
                 _apply_op_cols(Q, size, op, op_rows_ptr, op_rows, op_row_ptr_ptr, op_row_ptr,
-                               op_cols, op_vals, buf)
+                               op_cols, op_vals, op_lr_ptr, op_lr_cols, op_lr_vals,
+                               op_lr_coef, buf)
             _bound_rows_out(U, active, first, n_rows, g0, op_rows, op_row_ptr, op_cols,
-                            op_vals, buf, gram)
+                            op_vals, op_lr_ptr[op], op_lr_ptr[op + 1], op_lr_cols, op_lr_vals,
+                            op_lr_coef, buf, gram)
         if not changed:
             e += 1
             continue
@@ -436,9 +447,7 @@ class _Chunk:
         if self.e_next < step_base:
             raise ValueError(f"compiled trace starts at step {step_base}, the scan needs "
                              f"step {self.e_next}")
-        arrays = (compiled.step_ptr, compiled.ev_op, compiled.ev_mask, compiled.op_rows_ptr,
-                  compiled.op_rows, compiled.op_row_ptr_ptr, compiled.op_row_ptr,
-                  compiled.op_cols, compiled.op_vals)
+        arrays = (compiled.step_ptr, compiled.ev_op, compiled.ev_mask, *compiled.op_arrays())
         rows_ptr = compiled.op_rows_ptr
         max_rows = int(np.diff(rows_ptr).max()) if rows_ptr.size > 1 else 1
         size, k = self.owner.basis.shape

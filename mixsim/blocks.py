@@ -59,6 +59,26 @@ class _Block:
         return None
 
 
+#: Largest group whose average (or slack) is stored with every entry. Above it the
+#: operator is a diagonal plus a rank-one part (``O(k)`` work per column, not ``O(k^2)``).
+DENSE_GROUP = 64
+
+
+def _mix_operator(layout: SlotLayout, rows: np.ndarray, gamma: float) -> Operator:
+    """``x_i <- (1 - gamma) x_i + gamma mean(x_rows)`` on ``rows``."""
+    k = rows.size
+    if k > DENSE_GROUP:
+        return Operator.mix(rows, gamma, layout.size)
+    if gamma == 1.0:
+        weight = 1.0 / k
+        return Operator.from_rows({int(r): {int(c): weight for c in rows} for r in rows},
+                                  layout.size)
+    W = (1 - gamma) * np.eye(k) + gamma * np.full((k, k), 1.0 / k)
+    return Operator.from_rows(
+        {int(rows[i]): {int(rows[j]): W[i, j] for j in range(k)} for i in range(k)},
+        layout.size)
+
+
 class Average(_Block):
     """Every slot of ``group`` becomes the group's mean (AllReduce on ``workers``)."""
 
@@ -68,10 +88,7 @@ class Average(_Block):
         super().__init__(context)
         self.group = context.group(group)
         rows = self.layout.rows(self.group)
-        weight = 1.0 / rows.size
-        self.op = Operator.from_rows(
-            {int(r): {int(c): weight for c in rows} for r in rows}, self.layout.size
-        )
+        self.op = _mix_operator(self.layout, rows, 1.0)
         self.nodes = [_node(self.layout, self.group, i) for i in range(rows.size)]
 
     def events(self, worker, round):
@@ -135,20 +152,17 @@ class Slack(_Block):
         if not 0 < gamma <= 1:
             raise context.error(f"gamma = {gamma!r} must be in (0, 1]", "args.gamma")
         self.group = context.group(group)
+        self.gamma = gamma
         rows = self.layout.rows(self.group)
-        k = rows.size
-        self.W = (1 - gamma) * np.eye(k) + gamma * np.full((k, k), 1.0 / k)
-        self.op = Operator.from_rows(
-            {int(rows[i]): {int(rows[j]): self.W[i, j] for j in range(k)} for i in range(k)},
-            self.layout.size,
-        )
-        self.nodes = [_node(self.layout, self.group, i) for i in range(k)]
+        self.op = _mix_operator(self.layout, rows, gamma)
+        self.nodes = [_node(self.layout, self.group, i) for i in range(rows.size)]
 
     def events(self, worker, round):
         return [(self.op, self.nodes)]
 
     def matrix(self):
-        return self.W
+        k = self.layout.count(self.group)
+        return (1 - self.gamma) * np.eye(k) + self.gamma * np.full((k, k), 1.0 / k)
 
 
 class Pairwise(_Block):

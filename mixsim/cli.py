@@ -148,13 +148,19 @@ def _print_table(protocol: str, method: str, results) -> None:
         ci = f"[{r.ci95[0]:.1f}, {r.ci95[1]:.1f}]" if r.ci95 else "-"
         theory = f"{r.theory:g}" if r.theory is not None else "-"
         print(f"{r.workers:>8} {r.t_mix:>12.6g} {ci:>25} {r.xi:>8.4g} {theory:>10} {r.runs:>6}")
+    for r in results:
+        if r.scan == "probabilistic":
+            print(f"n = {r.workers}: some halvings decided by Lanczos tests; the value is "
+                  f"wrong with probability at most {r.failure_probability:.1g}")
+        if r.xi_kind != "exact":
+            print(f"n = {r.workers}: xi is a certified lower bound (probe scan)")
 
 
 def _mixing_kwargs(args) -> dict:
     return {
         "runs": args.runs, "method": args.method, "seed": args.seed,
         "params": _key_values(args.set), "starts": args.starts, "d": args.coords,
-        "progress": sys.stderr.isatty(),
+        "progress": sys.stderr.isatty(), "scan": args.scan,
     }
 
 
@@ -262,7 +268,10 @@ def _mixing_options(sub) -> None:
     sub.add_argument("--set", action="append", metavar="KEY=VALUE",
                      help="protocol parameter override (repeatable)")
     sub.add_argument("--starts", type=int, default=None,
-                     help="window starts checked per run (default: n)")
+                     help="window starts checked per run (default: n up to 256 slots, "
+                          "then 256)")
+    sub.add_argument("--scan", default="auto", choices=["auto", "exact", "probes"],
+                     help="exact dense scan, probe scan, or exact up to 256 slots (default)")
     sub.add_argument("--coords", type=int, default=None,
                      help="coordinates simulated (default 1; 16 for sparsified protocols)")
     sub.add_argument("--json", action="store_true", help="print one JSON object on stdout")

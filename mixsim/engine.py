@@ -309,7 +309,7 @@ class Simulation:
             return
         pending = np.array(ev_op[self._applied:], dtype=np.int64)
         arrays = self.trace.op_arrays()
-        max_rows = int(np.diff(arrays[0]).max()) if arrays[0].size > 1 else 1
+        max_rows = max(int(np.diff(arrays[0]).max(initial=0)), 1)
         buf = np.empty((max_rows, self.d), dtype=self.X.dtype)
         _apply_sequence(self.X, pending, *arrays, buf)
         self._applied = len(ev_op)
@@ -321,7 +321,7 @@ class Simulation:
             if entry is None:
                 buf = np.empty((op.rows.shape[0], self.d), dtype=self.X.dtype)
                 entry = self._op_cache[id(op)] = (
-                    self.trace.register(op), (op.rows, op.row_ptr, op.cols, op.vals, buf))
+                    self.trace.register(op), (*op.kernel_args(), buf))
             if not self._deferred:
                 _apply_rows(self.X, *entry[1])
             self._record_step(self.step - 1)

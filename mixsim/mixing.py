@@ -35,6 +35,7 @@ from threadpoolctl import threadpool_limits
 
 from mixsim._numba import njit
 from mixsim._passages import FirstPassages
+from mixsim._probes import DELTA, ProbeScan, _gaussians, _replay, _replay_transpose
 from mixsim.engine import Simulation, build_layout
 from mixsim.errors import ProtocolError
 from mixsim.operators import _apply_op
@@ -47,32 +48,104 @@ METHODS = ("auto", "trace", "montecarlo", "spectral")
 
 #: Largest run the trace method will simulate before giving up.
 MAX_STEPS = 2_000_000
+#: Largest state (slots) the exact dense scan runs on by default; the probe scan above.
+EXACT_SLOTS = 256
+#: Default window starts per run above ``EXACT_SLOTS`` slots (``n`` below).
+STARTS_CAP = 256
+#: Scans a run may use.
+SCANS = ("auto", "exact", "probes")
 
 
 @njit
-def _apply_step(Y, step, coord, step_ptr, ev_op, ev_mask, op_rows_ptr, op_rows,
-                op_row_ptr_ptr, op_row_ptr, op_cols, op_vals, buf):
-    """Left-multiply ``Y`` by the step operator ``M_step`` (for coordinate ``coord``)."""
-    for e in range(step_ptr[step], step_ptr[step + 1]):
-        if ev_mask[e, coord]:
-            _apply_op(Y, ev_op[e], op_rows_ptr, op_rows, op_row_ptr_ptr, op_row_ptr, op_cols,
-                      op_vals, buf)
+def _all_windows_norm(n_steps, coord, size, step_ptr, ev_op, ev_mask, op_rows_ptr, op_rows,
+                      op_row_ptr_ptr, op_row_ptr, op_cols, op_vals, op_lr_ptr, op_lr_cols,
+                      op_lr_vals, op_lr_coef, max_rows, best):
+    """``max ||M_e ... M_s||_2`` over every window ``0 <= s <= e < n_steps``.
 
-
-@njit
-def _product_norm(start, length, coord, size, step_ptr, ev_op, ev_mask, op_rows_ptr,
-                  op_rows, op_row_ptr_ptr, op_row_ptr, op_cols, op_vals, max_rows):
-    """Largest ``||M_{start+l-1} ... M_start||_2`` over l = 1, 2, 4, ... up to ``length``."""
-    Y = np.eye(size)
+    Each window's product is followed row by row from its start; its norm is computed
+    (an SVD) only when ``min(||Y||_F, sqrt(||Y||_1 ||Y||_inf))``, kept current with the
+    rows an event rewrites, exceeds the best so far by more than 1e-9 relative. Starts
+    after a step without events repeat the next start's windows and are skipped."""
     buf = np.empty((max(max_rows, 1), size))
-    best = 1.0
-    check = 1
-    for l in range(1, length + 1):
-        _apply_step(Y, start + l - 1, coord, step_ptr, ev_op, ev_mask, op_rows_ptr, op_rows,
-                    op_row_ptr_ptr, op_row_ptr, op_cols, op_vals, buf)
-        if l == check or l == length:
-            best = max(best, np.linalg.norm(Y, 2))
-            check *= 2
+    Y = np.empty((size, size))
+    row_sum = np.empty(size)
+    col_sum = np.empty(size)
+    for s in range(n_steps):
+        quiet = True
+        for ev in range(step_ptr[s], step_ptr[s + 1]):
+            if ev_mask[ev, coord]:
+                quiet = False
+        if quiet:
+            continue
+        for r in range(size):
+            for j in range(size):
+                Y[r, j] = 1.0 if r == j else 0.0
+            row_sum[r] = 1.0
+            col_sum[r] = 1.0
+        fro2 = float(size)
+        changes = 0
+        for e in range(s, n_steps):
+            changed = False
+            for ev in range(step_ptr[e], step_ptr[e + 1]):
+                if not ev_mask[ev, coord]:
+                    continue
+                changed = True
+                op = ev_op[ev]
+                for a in range(op_rows_ptr[op], op_rows_ptr[op + 1]):
+                    r = op_rows[a]
+                    for j in range(size):
+                        col_sum[j] -= abs(Y[r, j])
+                        fro2 -= Y[r, j] * Y[r, j]
+                _apply_op(Y, op, op_rows_ptr, op_rows, op_row_ptr_ptr, op_row_ptr, op_cols,
+                          op_vals, op_lr_ptr, op_lr_cols, op_lr_vals, op_lr_coef, buf)
+                for a in range(op_rows_ptr[op], op_rows_ptr[op + 1]):
+                    r = op_rows[a]
+                    t = 0.0
+                    for j in range(size):
+                        col_sum[j] += abs(Y[r, j])
+                        fro2 += Y[r, j] * Y[r, j]
+                        t += abs(Y[r, j])
+                    row_sum[r] = t
+            if not changed:
+                continue
+            changes += 1
+            if changes % 64 == 0:
+                # Incremental sums drift by rounding: recompute them now and then.
+                fro2 = 0.0
+                for j in range(size):
+                    col_sum[j] = 0.0
+                for r in range(size):
+                    t = 0.0
+                    for j in range(size):
+                        v = abs(Y[r, j])
+                        t += v
+                        col_sum[j] += v
+                        fro2 += v * v
+                    row_sum[r] = t
+            upper = min(np.sqrt(max(fro2, 0.0)), np.sqrt(row_sum.max() * col_sum.max()))
+            if upper <= best * (1.0 + 1e-9):
+                continue
+            value = np.linalg.norm(Y, 2)
+            if value > best:
+                best = value
+    return best
+
+
+@njit
+def _window_norm_lower(s, e, coord, base, size, step_ptr, ev_op, ev_mask, ops, max_rows,
+                       seed, iterations):
+    """A certified lower bound of ``||M_e ... M_s||_2``: power iterations on ``P^T P``
+    from a Gaussian start (each iterate's ``||P x|| / ||x||`` is a lower bound)."""
+    x = _gaussians(size, seed).reshape((size, 1))
+    buf = np.empty((max(max_rows, 1), 1))
+    best = 0.0
+    for _ in range(iterations):
+        x /= np.sqrt(np.sum(x * x))
+        _replay(x, s, e, coord, base, step_ptr, ev_op, ev_mask, ops, buf)
+        value = np.sqrt(np.sum(x * x))
+        if value > best:
+            best = value
+        _replay_transpose(x, s, e, coord, base, step_ptr, ev_op, ev_mask, ops, buf)
     return best
 
 
@@ -99,6 +172,21 @@ class MixingTime:
         The method actually used.
     samples : ndarray
         Per-run values.
+    scan : str
+        How halvings were decided: ``"exact"`` (dense scan, or every test exact),
+        ``"probabilistic"`` (some Lanczos tests declared a window halved with a
+        Kuczynski-Wozniakowski failure bound) or ``"spectral"``.
+    failure_probability : float
+        Union bound on the probability that some probabilistic test was wrong (0 when
+        ``scan`` is not ``"probabilistic"``).
+    xi_kind : str
+        ``"exact"`` (every window of every run, or every event non-expansive) or
+        ``"lower bound"`` (a certified lower bound: the probe scan's windows).
+    starts : int or None
+        Window starts per run.
+    undecided : int
+        Lanczos tests that reached their step limit undecided (counted as not halved,
+        which can only lengthen a passage).
     """
 
     workers: int
@@ -109,6 +197,11 @@ class MixingTime:
     theory: float | None
     method: str
     samples: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    scan: str = "exact"
+    failure_probability: float = 0.0
+    xi_kind: str = "exact"
+    starts: int | None = None
+    undecided: int = 0
 
     def as_dict(self) -> dict:
         """The JSON form of the ``mixsim mixing-time`` contract."""
@@ -119,6 +212,10 @@ class MixingTime:
             "ci95": None if self.ci95 is None else [_plain(v) for v in self.ci95],
             "xi": _plain(self.xi),
             "theory": None if self.theory is None else _plain(self.theory),
+            "scan": self.scan,
+            "failure_probability": float(self.failure_probability),
+            "xi_kind": self.xi_kind,
+            "starts": self.starts,
         }
 
 
@@ -127,30 +224,53 @@ def _plain(value):
     return int(value) if value.is_integer() else value
 
 
-def _default_starts(n: int) -> int:
-    return n
+def default_starts(n: int, slots: int | None = None) -> int:
+    """Window starts per run: ``n`` while the exact scan runs (``slots <= EXACT_SLOTS``),
+    then ``STARTS_CAP``, so that a run's cost grows with its length, not with ``n`` times
+    it."""
+    slots = n if slots is None else slots
+    return n if slots <= EXACT_SLOTS else min(n, STARTS_CAP)
 
 
-def _seed_free(protocol: Protocol) -> bool:
+def _active_rules(protocol: Protocol, n: int = 1):
+    return [rule for rule in protocol.spec.communication
+            if rule.when is None or protocol.evaluate("=" + rule.when.lstrip("="), n)]
+
+
+def _seed_free(protocol: Protocol, n: int = 1) -> bool:
     """Whether the operator sequence cannot depend on the seed (no random choices)."""
     spec = protocol.spec
-    if protocol.sparsify is not None or protocol.evaluate(spec.schedule, 1) != "sync":
+    if protocol.sparsify is not None or protocol.evaluate(spec.schedule, n) != "sync":
         return False
     return all(rule.on == "round" and rule.op in ("average", "gossip", "slack",
                                                   "one-peer-exponential")
-               and rule.delay_steps is None for rule in spec.communication)
+               and rule.delay_steps is None for rule in _active_rules(protocol, n))
 
 
 class _Measure:
-    """Runs one simulation and measures t_mix and xi on its trace."""
+    """Runs one simulation and measures t_mix and xi on its trace.
 
-    def __init__(self, protocol, n, seed, timing, starts, d, basis=None):
+    The exact dense scan (:mod:`mixsim._passages`) runs when the state has at most
+    ``EXACT_SLOTS`` slots (or ``scan="exact"``), the probe scan (:mod:`mixsim._probes`)
+    otherwise (or ``scan="probes"``).
+    """
+
+    def __init__(self, protocol, n, seed, timing, starts, d, basis=None, scan="auto"):
         self.sim = Simulation(protocol, n, d=d, seed=seed, timing=timing)
         self.n = n
-        self.starts = starts
+        self.seed = seed
         self.d = d
-        # The basis depends on the layout and consensus only: runs may share it.
-        self.basis = self.sim.trace.consensus.complement_basis() if basis is None else basis
+        slots = self.sim.layout.size
+        self.exact = scan == "exact" or (scan == "auto" and slots <= EXACT_SLOTS)
+        self.starts = starts or default_starts(n, slots)
+        consensus = self.sim.trace.consensus
+        if self.exact:
+            # The basis depends on the layout and consensus only: runs may share it.
+            self.basis = consensus.complement_basis() if basis is None else basis
+        else:
+            self.basis = None
+        self.normal = consensus.normal()
+        self.scans = []
 
     def t_mix(self, guess: int) -> int:
         """The run's t_mix: the largest first passage over starts (and coordinates).
@@ -160,14 +280,20 @@ class _Measure:
         has halved.
         """
         steps = self.starts + max(guess, 1)
-        if self.basis.shape[1] == 0:
+        if self.sim.layout.size <= 1 or (self.exact and self.basis.shape[1] == 0):
             self.sim.run(steps)
             return 1
-        scans = [FirstPassages(self.basis, np.arange(self.starts), coord)
-                 for coord in range(self.d)]
+        if self.exact:
+            scans = [FirstPassages(self.basis, np.arange(self.starts), coord)
+                     for coord in range(self.d)]
+        else:
+            scans = [ProbeScan(self.normal, np.arange(self.starts), coord, seed=self.seed)
+                     for coord in range(self.d)]
+        self.scans = scans
         while True:
             self.sim.run(steps)
-            base = min(scan.next_step for scan in scans if not scan.done)
+            base = min(getattr(scan, "needs_from", scan.next_step) for scan in scans
+                       if not scan.done)
             compiled = self.sim.trace.compile(self.d, first_step=base)
             for scan in scans:
                 if not scan.done:
@@ -180,25 +306,63 @@ class _Measure:
                     f"(n = {self.n}); the protocol may not mix", key="protocol")
             steps = min(_next_size(scans, steps), MAX_STEPS)
 
-    def xi(self, t_mix: int) -> float:
-        if all(op.norm() <= 1 + 1e-12 for op in self.sim.trace.ops):
-            return 1.0
-        arrays = _arrays_of(self.sim.trace.compile(self.d))
-        best = 1.0
-        length = min(2 * t_mix, self.sim.step)
-        for start in np.unique(np.linspace(0, max(self.sim.step - length, 0), 8).astype(int)):
-            for coord in range(self.d):
-                best = max(best, _product_norm(int(start), int(min(length, self.sim.step - start)),
-                                               coord, self.sim.layout.size, *arrays))
-        return float(best)
+    def scan_info(self) -> tuple[str, float, int]:
+        """``(scan kind, failure probability bound, undecided tests)`` of the run."""
+        if self.exact:
+            return "exact", 0.0, 0
+        counts = [scan.counts for scan in self.scans]
+        probabilistic = sum(c["probabilistic_halvings"] for c in counts)
+        undecided = sum(c["undecided"] for c in counts)
+        if probabilistic == 0:
+            return "exact", 0.0, undecided
+        return "probabilistic", probabilistic * DELTA, undecided
+
+    def xi(self, t_mix: int) -> tuple[float, str]:
+        """``(xi, kind)``: exact over every window of the run where the exact scan runs,
+        a certified lower bound otherwise."""
+        return _trace_xi(self.sim.trace, self.d, t_mix, self.exact, self.seed)
 
     def fingerprint(self) -> str:
         compiled = self.sim.trace.compile(self.d)
         digest = hashlib.sha256()
         for array in (compiled.ev_op, compiled.step_ptr, compiled.op_rows, compiled.op_cols,
-                      compiled.op_vals, compiled.ev_mask):
+                      compiled.op_vals, compiled.op_lr_cols, compiled.op_lr_vals,
+                      compiled.op_lr_coef, compiled.ev_mask):
             digest.update(np.ascontiguousarray(array).tobytes())
         return digest.hexdigest()
+
+
+#: Window-steps above which the all-window xi is replaced by its lower bound.
+_XI_EXACT_WORK = 4e9
+
+
+def _trace_xi(trace, d: int, t_mix: int | None, exact: bool, seed: int) -> tuple[float, str]:
+    """xi of a recorded trace: ``(value, "exact" | "lower bound")``."""
+    if all(op.norm() <= 1 + 1e-12 for op in trace.ops):
+        # Non-expansive events: every product has norm <= 1, and >= 1 because it keeps
+        # the range of M_inf.
+        return 1.0, "exact"
+    n_steps = trace.n_steps
+    size = trace.layout.size
+    compiled = trace.compile(d)
+    arrays = _arrays_of(compiled)
+    if exact and 0.5 * n_steps * n_steps * size <= _XI_EXACT_WORK:
+        best = 1.0
+        for coord in range(d):
+            best = _all_windows_norm(n_steps, coord, size, *arrays[:-1], arrays[-1], best)
+        return float(best), "exact"
+    length = min(2 * (t_mix or n_steps), n_steps)
+    best = 1.0
+    for k, start in enumerate(np.unique(np.linspace(0, max(n_steps - length, 0), 4)
+                                        .astype(int))):
+        for coord in range(d):
+            for window in (length // 2, length):
+                end = int(min(start + max(window, 1), n_steps)) - 1
+                best = max(best, _window_norm_lower(
+                    int(start), end, coord, 0, size, compiled.step_ptr, compiled.ev_op,
+                    compiled.ev_mask, compiled.op_arrays(), compiled.max_rows(),
+                    (seed * 31 + k * 7 + coord) % 2**31, 12))
+    return float(best), "lower bound"
 
 
 def _next_size(scans, steps: int) -> int:
@@ -221,8 +385,9 @@ def _next_size(scans, steps: int) -> int:
 
 
 def trace_mixing_time(protocol, n: int, *, seed: int = 0, timing: Timing | None = None,
-                      starts: int | None = None, d: int = 1) -> tuple[int, float]:
-    """Exact ``(t_mix, xi)`` of one run.
+                      starts: int | None = None, d: int = 1,
+                      scan: str = "auto") -> tuple[int, float]:
+    """``(t_mix, xi)`` of one run.
 
     Parameters
     ----------
@@ -232,30 +397,36 @@ def trace_mixing_time(protocol, n: int, *, seed: int = 0, timing: Timing | None 
     seed : int
     timing : Timing, optional
     starts : int, optional
-        Number of window starts checked (default ``n``: one round of phases).
+        Number of window starts checked (default :func:`default_starts`).
     d : int
         Coordinates simulated (more than 1 only matters for sparsified protocols, whose
         t_mix is the largest over coordinates).
+    scan : {"auto", "exact", "probes"}
+        The exact dense scan, the probe scan, or the exact one up to ``EXACT_SLOTS``
+        slots.
     """
     protocol = load_protocol(protocol)
-    measure = _Measure(protocol, n, seed, timing, starts or _default_starts(n), d)
+    measure = _Measure(protocol, n, seed, timing, starts, d, scan=_check_scan(scan))
     theory = _theory(protocol, n)
     t_mix = measure.t_mix(int(theory) if theory else 4 * n)
-    return t_mix, measure.xi(t_mix)
+    return t_mix, measure.xi(t_mix)[0]
+
+
+def _check_scan(scan: str) -> str:
+    if scan not in SCANS:
+        raise ProtocolError(f"unknown scan {scan!r}; allowed: {', '.join(SCANS)}", key="scan")
+    return scan
 
 
 def _theory(protocol: Protocol, n: int) -> float | None:
-    try:
-        value = protocol.theory_t_mix(n)
-    except ProtocolError:
-        raise
+    value = protocol.theory_t_mix(n)
     return None if value is None or not np.isfinite(value) else value
 
 
 def mixing_time(protocol, workers=(8,), *, runs: int = 100, method: str = "auto",
                 seed: int = 0, params: dict | None = None, timing: Timing | None = None,
                 starts: int | None = None, d: int | None = None, progress: bool = False,
-                map_runs=None) -> list[MixingTime]:
+                map_runs=None, scan: str = "auto") -> list[MixingTime]:
     """Mixing time (and xi) of a protocol for each number of workers.
 
     Parameters
@@ -267,6 +438,9 @@ def mixing_time(protocol, workers=(8,), *, runs: int = 100, method: str = "auto"
     runs : int
         Runs per number of workers for ``montecarlo``.
     method : {"auto", "trace", "montecarlo", "spectral"}
+        ``auto``: ``trace`` when the operator sequence cannot depend on the seed (unless
+        the protocol is stationary and its run would exceed ``MAX_STEPS``: then
+        ``spectral``), ``montecarlo`` otherwise.
     seed : int
         Seed of the first run; run ``r`` uses a seed derived from it.
     params : dict, optional
@@ -274,7 +448,8 @@ def mixing_time(protocol, workers=(8,), *, runs: int = 100, method: str = "auto"
     timing : Timing, optional
         Cluster timing (matters for asynchronous protocols).
     starts : int, optional
-        Window starts per run (default: n).
+        Window starts per run (default :func:`default_starts`: ``n`` up to
+        ``EXACT_SLOTS`` slots, then ``STARTS_CAP``).
     d : int, optional
         Coordinates simulated (default 1; 16 for sparsified protocols).
     progress : bool
@@ -282,6 +457,9 @@ def mixing_time(protocol, workers=(8,), *, runs: int = 100, method: str = "auto"
     map_runs : callable, optional
         ``map_runs(function, list_of_seeds)`` to evaluate runs elsewhere (e.g. on Dask);
         default: in this process.
+    scan : {"auto", "exact", "probes"}
+        Scan of each run: exact dense up to ``EXACT_SLOTS`` slots and probes above
+        (``auto``), or one of them always.
 
     Returns
     -------
@@ -300,6 +478,7 @@ def mixing_time(protocol, workers=(8,), *, runs: int = 100, method: str = "auto"
     if method not in METHODS:
         raise ProtocolError(f"unknown method {method!r}; allowed: {', '.join(METHODS)}",
                             key="method")
+    _check_scan(scan)
     if isinstance(workers, int | np.integer):
         workers = [int(workers)]
     for n in workers:
@@ -307,6 +486,8 @@ def mixing_time(protocol, workers=(8,), *, runs: int = 100, method: str = "auto"
             raise ProtocolError(f"{n!r} workers: must be an integer >= 1", key="workers")
     if not isinstance(runs, int) or runs < 1:
         raise ProtocolError(f"runs = {runs!r} must be an integer >= 1", key="runs")
+    if starts is not None and (not isinstance(starts, int | np.integer) or starts < 1):
+        raise ProtocolError(f"starts = {starts!r} must be an integer >= 1", key="starts")
     protocol = load_protocol(protocol, params)
     if d is None:
         d = 16 if protocol.sparsify is not None else 1
@@ -315,24 +496,32 @@ def mixing_time(protocol, workers=(8,), *, runs: int = 100, method: str = "auto"
     with threadpool_limits(limits=1):
         for n in workers:
             results.append(_one_size(protocol, int(n), method, runs, seed, timing, starts, d,
-                                     progress, map_runs))
+                                     progress, map_runs, scan))
     return results
 
 
-def _one_size(protocol, n, method, runs, seed, timing, starts, d, progress, map_runs):
+def _stationary(protocol: Protocol, n: int) -> bool:
+    """Whether :func:`_spectral` applies (one stationary synchronous rule)."""
+    rules = _active_rules(protocol, n)
+    return (protocol.sparsify is None and len(rules) == 1 and rules[0].delay_steps is None
+            and rules[0].on == "round" and rules[0].op in ("average", "gossip", "slack"))
+
+
+def _one_size(protocol, n, method, runs, seed, timing, starts, d, progress, map_runs, scan):
     chosen = method
     if method == "auto":
-        if _seed_free(protocol):
-            chosen = "trace" if n <= 512 else "spectral"
-        else:
-            chosen = "montecarlo"
+        chosen = "trace" if _seed_free(protocol, n) else "montecarlo"
+        if chosen == "trace" and _stationary(protocol, n):
+            theory = _theory(protocol, n)
+            if theory is not None and theory > MAX_STEPS:
+                chosen = "spectral"
     if chosen == "spectral":
         return _spectral(protocol, n)
     if chosen == "trace":
         return _monte_carlo(protocol, n, 1, seed, timing, starts, d, "trace", progress,
-                            map_runs)
+                            map_runs, scan)
     return _monte_carlo(protocol, n, runs, seed, timing, starts, d, "montecarlo", progress,
-                        map_runs)
+                        map_runs, scan)
 
 
 def run_seeds(seed: int, runs: int) -> list[int]:
@@ -344,38 +533,38 @@ def run_seeds(seed: int, runs: int) -> list[int]:
 class _RunOne:
     """Picklable function measuring one run (for Dask or another executor)."""
 
-    def __init__(self, protocol: Protocol, n, timing, starts, d, fingerprint=False):
+    def __init__(self, protocol: Protocol, n, timing, starts, d, fingerprint=False,
+                 scan="auto"):
         self.protocol, self.n, self.timing, self.starts, self.d = protocol, n, timing, starts, d
         self.fingerprint = fingerprint
+        self.scan = scan
         self._basis = None
 
     def __call__(self, seed):
         measure = _Measure(self.protocol, self.n, seed, self.timing, self.starts, self.d,
-                           self._basis)
+                           self._basis, self.scan)
         self._basis = measure.basis
         theory = _theory(self.protocol, self.n)
         t_mix = measure.t_mix(int(theory) if theory else 4 * self.n)
-        return (t_mix, measure.xi(t_mix),
-                measure.fingerprint() if self.fingerprint else None)
+        xi, xi_kind = measure.xi(t_mix)
+        return (t_mix, xi, measure.fingerprint() if self.fingerprint else None,
+                (*measure.scan_info(), xi_kind, measure.starts))
 
 
-def _monte_carlo(protocol, n, runs, seed, timing, starts, d, method, progress, map_runs):
+def _monte_carlo(protocol, n, runs, seed, timing, starts, d, method, progress, map_runs,
+                 scan="auto"):
     from tqdm import tqdm
 
-    starts = starts or _default_starts(n)
-    run_one = _RunOne(protocol, n, timing, starts, d)
+    run_one = _RunOne(protocol, n, timing, starts, d, scan=scan)
     seeds = run_seeds(seed, runs)
-    if _seed_free(protocol) and runs > 1:
+    outcomes = None
+    if _seed_free(protocol, n) and runs > 1:
         # The operator sequence is the same for every seed: check it on two runs, then
         # every run has the same value.
-        check = _RunOne(protocol, n, timing, starts, d, fingerprint=True)
+        check = _RunOne(protocol, n, timing, starts, d, fingerprint=True, scan=scan)
         first, second = check(seeds[0]), check(seeds[1])
         if first[2] == second[2]:
             outcomes = [first] * runs
-        else:
-            outcomes = None
-    else:
-        outcomes = None
     if outcomes is None:
         if map_runs is not None:
             outcomes = list(map_runs(run_one, seeds))
@@ -384,6 +573,8 @@ def _monte_carlo(protocol, n, runs, seed, timing, starts, d, method, progress, m
             outcomes = [run_one(s) for s in bar]
     samples = np.array([o[0] for o in outcomes], dtype=float)
     xi = max(o[1] for o in outcomes)
+    infos = [o[3] for o in outcomes]
+    probabilistic = any(info[0] == "probabilistic" for info in infos)
     mean = float(samples.mean())
     ci = None
     if runs > 1 and samples.std() > 0:
@@ -392,7 +583,12 @@ def _monte_carlo(protocol, n, runs, seed, timing, starts, d, method, progress, m
         low, high = stats.t.interval(0.95, runs - 1, loc=mean, scale=stats.sem(samples))
         ci = (float(low), float(high))
     t_mix = mean if runs > 1 else samples[0]
-    return MixingTime(n, t_mix, runs, ci, xi, _theory(protocol, n), method, samples)
+    return MixingTime(
+        n, t_mix, runs, ci, xi, _theory(protocol, n), method, samples,
+        scan="probabilistic" if probabilistic else "exact",
+        failure_probability=min(1.0, sum(info[1] for info in infos)),
+        xi_kind="lower bound" if any(info[3] != "exact" for info in infos) else "exact",
+        starts=int(infos[0][4]), undecided=sum(info[2] for info in infos))
 
 
 def _spectral(protocol: Protocol, n: int) -> MixingTime:
@@ -418,47 +614,45 @@ def _spectral(protocol: Protocol, n: int) -> MixingTime:
             else:
                 rounds = spectral.consensus_rounds(BLOCKS[rule.op](context, **args).matrix())
             t_mix = n * every * rounds
-            return MixingTime(n, t_mix, 0, None, 1.0, _theory(protocol, n), "spectral")
+            return MixingTime(n, t_mix, 0, None, 1.0, _theory(protocol, n), "spectral",
+                              scan="spectral")
         if schedule == "async" and rule.on == "own-step" and rule.op == "pairwise":
             block = BLOCKS["pairwise"](context, **args)
             steps = spectral.pairwise_steps_to_halve(block.graph)
-            return MixingTime(n, steps, 0, None, 1.0, _theory(protocol, n), "spectral")
+            return MixingTime(n, steps, 0, None, 1.0, _theory(protocol, n), "spectral",
+                              scan="spectral")
     raise ProtocolError(
         f"method spectral needs a stationary protocol (one synchronous gossip, slack or "
         f"average rule, or asynchronous pairwise gossip); {protocol.name} is not: use "
         "trace or montecarlo", key="method")
 
 
-def measure_trace(trace, starts: int | None = None) -> tuple[int | None, float]:
+def measure_trace(trace, starts: int | None = None, seed: int = 0) -> tuple[int | None, float]:
     """``(t_mix, xi)`` of a recorded trace, without extending it.
 
     Used on the trace of a learning run. Window starts are the first ``starts`` steps
-    (default: the number of workers); ``t_mix`` is ``None`` when some start had not halved
+    (default :func:`default_starts`); ``t_mix`` is ``None`` when some start had not halved
     every distance by the end of the trace (the run was shorter than its mixing time).
-    Sparsified events are measured on coordinate 0.
+    Sparsified events are measured on coordinate 0. The exact scan runs up to
+    ``EXACT_SLOTS`` slots, the probe scan above; xi is exact over every window where the
+    exact scan runs and the work allows, a lower bound otherwise.
     """
     n = trace.layout.n_workers
-    starts = min(starts or n, max(trace.n_steps, 1))
-    compiled = trace.compile(1)
-    basis = trace.consensus.complement_basis()
-    if basis.shape[1] == 0 or trace.n_steps == 0:
+    size = trace.layout.size
+    starts = min(starts or default_starts(n, size), max(trace.n_steps, 1))
+    if size <= 1 or trace.n_steps == 0:
         return (1 if trace.n_steps else None), 1.0
-    scan = FirstPassages(basis, np.arange(starts), 0)
+    exact = size <= EXACT_SLOTS
+    compiled = trace.compile(1)
+    if exact:
+        scan = FirstPassages(trace.consensus.complement_basis(), np.arange(starts), 0)
+    else:
+        scan = ProbeScan(trace.consensus.normal(), np.arange(starts), 0, seed=seed)
     lengths = scan.advance(compiled, trace.n_steps)
     t_mix = int(lengths.max()) if scan.done else None
-    if all(op.norm() <= 1 + 1e-12 for op in trace.ops):
-        return t_mix, 1.0
-    arrays = _arrays_of(compiled)
-    length = min(2 * (t_mix or trace.n_steps), trace.n_steps)
-    best = 1.0
-    for start in np.unique(np.linspace(0, max(trace.n_steps - length, 0), 8).astype(int)):
-        best = max(best, _product_norm(int(start), int(min(length, trace.n_steps - start)), 0,
-                                       trace.layout.size, *arrays))
-    return t_mix, float(best)
+    return t_mix, _trace_xi(trace, 1, t_mix, exact, seed)[0]
 
 
 def _arrays_of(compiled):
-    max_rows = int(np.diff(compiled.op_rows_ptr).max()) if compiled.op_rows_ptr.size > 1 else 1
-    return (compiled.step_ptr, compiled.ev_op, compiled.ev_mask, compiled.op_rows_ptr,
-            compiled.op_rows, compiled.op_row_ptr_ptr, compiled.op_row_ptr,
-            compiled.op_cols, compiled.op_vals, max_rows)
+    return (compiled.step_ptr, compiled.ev_op, compiled.ev_mask, *compiled.op_arrays(),
+            compiled.max_rows())

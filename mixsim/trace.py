@@ -149,6 +149,16 @@ class Consensus:
             out[self.layout.rows(self.absorb)] = 0.0
         return out
 
+    def normal(self) -> np.ndarray:
+        """Unit vector ``c`` with ``M_inf = t c^T`` up to scale: the range of
+        ``I - M_inf`` (where every distance to consensus lies) is the hyperplane
+        ``c^T y = 0``, and ``I - c c^T`` is the orthogonal projection onto it."""
+        c = np.zeros(self.layout.size)
+        c[self.layout.rows(self.average)] = 1.0
+        if self.absorb is not None:
+            c[self.layout.rows(self.absorb)] = 1.0
+        return c / np.linalg.norm(c)
+
     def complement_basis(self) -> np.ndarray:
         """Orthonormal basis (columns) of the range of ``I - M_inf``.
 
@@ -171,9 +181,23 @@ class _Compiled:
     op_row_ptr: np.ndarray
     op_cols: np.ndarray
     op_vals: np.ndarray
+    op_lr_ptr: np.ndarray
+    op_lr_cols: np.ndarray
+    op_lr_vals: np.ndarray
+    op_lr_coef: np.ndarray
     ev_op: np.ndarray
     step_ptr: np.ndarray
     ev_mask: np.ndarray  # (events, d) bool; all True where an event acts on every coordinate
+
+    def op_arrays(self) -> tuple[np.ndarray, ...]:
+        """The operator arrays, in the order of :meth:`Trace.op_arrays`."""
+        return (self.op_rows_ptr, self.op_rows, self.op_row_ptr_ptr, self.op_row_ptr,
+                self.op_cols, self.op_vals, self.op_lr_ptr, self.op_lr_cols, self.op_lr_vals,
+                self.op_lr_coef)
+
+    def max_rows(self) -> int:
+        """Most rows one operator writes (the scratch rows a kernel needs, at least 1)."""
+        return max(int(np.diff(self.op_rows_ptr).max(initial=0)), 1)
 
 
 class Trace:
@@ -286,16 +310,18 @@ class Trace:
     def op_arrays(self) -> tuple[np.ndarray, ...]:
         """The trace's distinct operators as flat arrays (cached until a new one appears).
 
-        Returns ``(op_rows_ptr, op_rows, op_row_ptr_ptr, op_row_ptr, op_cols, op_vals)``:
-        operator ``k`` writes rows ``op_rows[op_rows_ptr[k]:op_rows_ptr[k + 1]]``; its row
-        ``a`` has the entries ``op_row_ptr[g]:op_row_ptr[g + 1]`` of ``op_cols`` and
-        ``op_vals`` with ``g = op_row_ptr_ptr[k] + a``.
+        Returns ``(op_rows_ptr, op_rows, op_row_ptr_ptr, op_row_ptr, op_cols, op_vals,
+        op_lr_ptr, op_lr_cols, op_lr_vals, op_lr_coef)``: operator ``k`` writes rows
+        ``op_rows[op_rows_ptr[k]:op_rows_ptr[k + 1]]``; its row ``a`` has the entries
+        ``op_row_ptr[g]:op_row_ptr[g + 1]`` of ``op_cols`` and ``op_vals`` with
+        ``g = op_row_ptr_ptr[k] + a``, plus ``op_lr_coef[op_rows_ptr[k] + a]`` times the
+        rank-one sum over ``op_lr_cols`` and ``op_lr_vals[op_lr_ptr[k]:op_lr_ptr[k + 1]]``.
         """
         cached = getattr(self, "_op_arrays", None)
         if cached is not None and cached[0] == len(self.ops):
             return cached[1]
-        op_rows_ptr, op_row_ptr_ptr = [0], [0]
-        rows, row_ptrs, cols, vals = [], [], [], []
+        op_rows_ptr, op_row_ptr_ptr, op_lr_ptr = [0], [0], [0]
+        rows, row_ptrs, cols, vals, lr_cols, lr_vals, lr_coef = [], [], [], [], [], [], []
         nnz = 0
         for op in self.ops:
             rows.append(op.rows)
@@ -305,15 +331,26 @@ class Trace:
             vals.append(op.vals)
             nnz += op.cols.size
             op_row_ptr_ptr.append(op_row_ptr_ptr[-1] + op.rows.size)
+            lr_cols.append(op.lr_cols)
+            lr_vals.append(op.lr_vals)
+            lr_coef.append(op.lr_coef)
+            op_lr_ptr.append(op_lr_ptr[-1] + op.lr_cols.size)
         row_ptrs.append(np.array([nnz]))
-        empty = np.zeros(0, dtype=np.int64)
+
+        def flat(parts, dtype):
+            return np.concatenate(parts).astype(dtype) if parts else np.zeros(0, dtype=dtype)
+
         arrays = (
             np.array(op_rows_ptr, dtype=np.int64),
-            np.concatenate(rows).astype(np.int64) if rows else empty,
+            flat(rows, np.int64),
             np.array(op_row_ptr_ptr, dtype=np.int64),
             np.concatenate(row_ptrs).astype(np.int64),
-            np.concatenate(cols).astype(np.int64) if cols else empty,
-            np.concatenate(vals).astype(np.float64) if vals else np.zeros(0),
+            flat(cols, np.int64),
+            flat(vals, np.float64),
+            np.array(op_lr_ptr, dtype=np.int64),
+            flat(lr_cols, np.int64),
+            flat(lr_vals, np.float64),
+            flat(lr_coef, np.float64),
         )
         self._op_arrays = (len(self.ops), arrays)
         return arrays
@@ -330,7 +367,8 @@ class Trace:
             Describe only the steps from this one on: ``step_ptr[i]`` is the first event
             of step ``first_step + i`` (a growing run is compiled piece by piece).
         """
-        op_rows_ptr, op_rows, op_row_ptr_ptr, op_row_ptr, op_cols, op_vals = self.op_arrays()
+        (op_rows_ptr, op_rows, op_row_ptr_ptr, op_row_ptr, op_cols, op_vals, op_lr_ptr,
+         op_lr_cols, op_lr_vals, op_lr_coef) = self.op_arrays()
         # Events are recorded in step order: skip the earlier ones without looking at them.
         begin = bisect.bisect_left(self.ev_step, max(first_step, 0))
         ev_step = np.array(self.ev_step[begin:], dtype=np.int64)
@@ -353,6 +391,10 @@ class Trace:
             op_row_ptr=op_row_ptr,
             op_cols=op_cols,
             op_vals=op_vals,
+            op_lr_ptr=op_lr_ptr,
+            op_lr_cols=op_lr_cols,
+            op_lr_vals=op_lr_vals,
+            op_lr_coef=op_lr_coef,
             ev_op=ev_op,
             step_ptr=step_ptr.astype(np.int64),
             ev_mask=ev_mask,

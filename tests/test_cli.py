@@ -26,8 +26,10 @@ def test_mixing_time_json_contract(capsys):
     payload = json.loads(capsys.readouterr().out)
     assert payload["protocol"] == "local-step" and payload["method"] == "trace"
     assert payload["results"] == [
-        {"workers": 2, "t_mix": 4, "runs": 1, "ci95": None, "xi": 1, "theory": 4},
-        {"workers": 4, "t_mix": 8, "runs": 1, "ci95": None, "xi": 1, "theory": 8},
+        {"workers": 2, "t_mix": 4, "runs": 1, "ci95": None, "xi": 1, "theory": 4,
+         "scan": "exact", "failure_probability": 0.0, "xi_kind": "exact", "starts": 2},
+        {"workers": 4, "t_mix": 8, "runs": 1, "ci95": None, "xi": 1, "theory": 8,
+         "scan": "exact", "failure_probability": 0.0, "xi_kind": "exact", "starts": 4},
     ]
 
 
