@@ -45,7 +45,7 @@ from __future__ import annotations
 import numpy as np
 
 from mixsim._numba import njit, njit_inline
-from mixsim._passages import HALF
+from mixsim._passages import HALF, _bound_rows_out, _cdot, _grams, _top2
 from mixsim.operators import _apply_op
 
 __all__ = ["ProbeScan", "DELTA"]
@@ -252,15 +252,6 @@ def _lanczos(s, e, coord, base, step_ptr, ev_op, ev_mask, ops, normal, half2, sk
     return outcome
 
 
-@njit_inline
-def _cdot(A, i, B, j):
-    """Dot product of column ``i`` of ``A`` with column ``j`` of ``B``."""
-    t = 0.0
-    for r in range(A.shape[0]):
-        t += A[r, i] * B[r, j]
-    return t
-
-
 @njit
 def _orthonormal_pair(Z, normal):
     """Project both columns of ``Z`` onto the range of ``Pi`` and orthonormalise them (a
@@ -294,77 +285,6 @@ def _set_probes(Z, s, c, U, gram):
 
 
 @njit
-def _grams(U, active, gram):
-    c = U.shape[1] // 2
-    for s in range(active):
-        gram[0, s] = 0.0
-        gram[1, s] = 0.0
-        gram[2, s] = 0.0
-    for r in range(U.shape[0]):
-        for s in range(active):
-            x = U[r, s]
-            y = U[r, c + s]
-            gram[0, s] += x * x
-            gram[1, s] += y * y
-            gram[2, s] += x * y
-
-
-@njit_inline
-def _top2(gram, s):
-    """Largest eigenvalue of the 2 x 2 Gram matrix ``gram[:, s]``: the squared bound."""
-    a = gram[0, s]
-    c = gram[1, s]
-    b = gram[2, s]
-    h = 0.5 * (a - c)
-    return 0.5 * (a + c) + np.sqrt(h * h + b * b)
-
-
-@njit_inline
-def _probe_rows_out(U, active, op, ops, buf, gram):
-    """Operator ``op`` on the probe images of the active starts, Gram entries kept current."""
-    (rows_ptr, rows, row_ptr_ptr, row_ptr, cols, vals, lr_ptr, lr_cols, lr_vals,
-     lr_coef) = ops
-    c = U.shape[1] // 2
-    first = rows_ptr[op]
-    n_rows = rows_ptr[op + 1] - first
-    g0 = row_ptr_ptr[op]
-    l0 = lr_ptr[op]
-    l1 = lr_ptr[op + 1]
-    for a in range(n_rows):
-        for s in range(active):
-            buf[a, s] = 0.0
-            buf[a, c + s] = 0.0
-        for p in range(row_ptr[g0 + a], row_ptr[g0 + a + 1]):
-            j = cols[p]
-            w = vals[p]
-            for s in range(active):
-                buf[a, s] += w * U[j, s]
-                buf[a, c + s] += w * U[j, c + s]
-    if l1 > l0:
-        for s in range(active):
-            v0 = 0.0
-            v1 = 0.0
-            for q in range(l0, l1):
-                v0 += lr_vals[q] * U[lr_cols[q], s]
-                v1 += lr_vals[q] * U[lr_cols[q], c + s]
-            for a in range(n_rows):
-                buf[a, s] += lr_coef[first + a] * v0
-                buf[a, c + s] += lr_coef[first + a] * v1
-    for a in range(n_rows):
-        row = rows[first + a]
-        for s in range(active):
-            x = U[row, s]
-            y = U[row, c + s]
-            nx = buf[a, s]
-            ny = buf[a, c + s]
-            gram[0, s] += nx * nx - x * x
-            gram[1, s] += ny * ny - y * y
-            gram[2, s] += nx * ny - x * y
-            U[row, s] = nx
-            U[row, c + s] = ny
-
-
-@njit
 def _probe_scan(starts, e_from, e_to, base, coord, normal, U, gram, length, kind, state,
                 step_ptr, ev_op, ev_mask, ops, half, delta, max_steps, seed, buf, small):
     """Advance one chunk of starts over steps ``[e_from, e_to)``; returns the next step.
@@ -373,6 +293,8 @@ def _probe_scan(starts, e_from, e_to, base, coord, normal, U, gram, length, kind
     counted by kind (undecided, not halved, exact halving, probabilistic halving).
     ``kind[s]`` records how the start's passage was decided (2 exact, 3 probabilistic).
     """
+    (rows_ptr, rows, row_ptr_ptr, row_ptr, cols, vals, lr_ptr, lr_cols, lr_vals,
+     lr_coef) = ops
     size = normal.shape[0]
     c = starts.shape[0]
     half2 = half * half
@@ -397,7 +319,11 @@ def _probe_scan(starts, e_from, e_to, base, coord, normal, U, gram, length, kind
             if not ev_mask[ev, coord]:
                 continue
             changed = True
-            _probe_rows_out(U, active, ev_op[ev], ops, buf, gram)
+            k = ev_op[ev]
+            first = rows_ptr[k]
+            _bound_rows_out(U, active, first, rows_ptr[k + 1] - first, row_ptr_ptr[k], rows,
+                            row_ptr, cols, vals, lr_ptr[k], lr_ptr[k + 1], lr_cols, lr_vals,
+                            lr_coef, buf, gram)
         if not changed:
             e += 1
             continue

@@ -269,7 +269,7 @@ def _mixing_options(sub) -> None:
                      help="protocol parameter override (repeatable)")
     sub.add_argument("--starts", type=int, default=None,
                      help="window starts checked per run (default: n up to 256 slots, "
-                          "then 256)")
+                          "then 65536 / n, at least 16)")
     sub.add_argument("--scan", default="auto", choices=["auto", "exact", "probes"],
                      help="exact dense scan, probe scan, or exact up to 256 slots (default)")
     sub.add_argument("--coords", type=int, default=None,

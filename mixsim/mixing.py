@@ -50,8 +50,10 @@ METHODS = ("auto", "trace", "montecarlo", "spectral")
 MAX_STEPS = 2_000_000
 #: Largest state (slots) the exact dense scan runs on by default; the probe scan above.
 EXACT_SLOTS = 256
-#: Default window starts per run above ``EXACT_SLOTS`` slots (``n`` below).
-STARTS_CAP = 256
+#: Above ``EXACT_SLOTS`` slots the default number of window starts is ``STARTS_BUDGET / n``
+#: (at least ``MIN_STARTS``): starts times the run's length grows like the length alone.
+STARTS_BUDGET = 65_536
+MIN_STARTS = 16
 #: Scans a run may use.
 SCANS = ("auto", "exact", "probes")
 
@@ -226,10 +228,13 @@ def _plain(value):
 
 def default_starts(n: int, slots: int | None = None) -> int:
     """Window starts per run: ``n`` while the exact scan runs (``slots <= EXACT_SLOTS``),
-    then ``STARTS_CAP``, so that a run's cost grows with its length, not with ``n`` times
-    it."""
+    then ``STARTS_BUDGET // n`` but at least ``MIN_STARTS``, so that the probe scan's cost
+    (starts times a window of about ``n log n`` steps for a random protocol) grows about
+    linearly with ``n``, not with ``n^2``."""
     slots = n if slots is None else slots
-    return n if slots <= EXACT_SLOTS else min(n, STARTS_CAP)
+    if slots <= EXACT_SLOTS:
+        return n
+    return min(n, max(MIN_STARTS, STARTS_BUDGET // n))
 
 
 def _active_rules(protocol: Protocol, n: int = 1):
@@ -449,7 +454,7 @@ def mixing_time(protocol, workers=(8,), *, runs: int = 100, method: str = "auto"
         Cluster timing (matters for asynchronous protocols).
     starts : int, optional
         Window starts per run (default :func:`default_starts`: ``n`` up to
-        ``EXACT_SLOTS`` slots, then ``STARTS_CAP``).
+        ``EXACT_SLOTS`` slots, then ``STARTS_BUDGET // n``, at least ``MIN_STARTS``).
     d : int, optional
         Coordinates simulated (default 1; 16 for sparsified protocols).
     progress : bool

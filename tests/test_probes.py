@@ -192,8 +192,8 @@ def test_auto_measures_a_fixed_random_graph_once_by_trace():
 
 def test_default_starts_keep_the_exact_range_and_cap_above_it():
     assert default_starts(4) == 4 and default_starts(256) == 256
-    assert default_starts(100_000) == 256
-    assert default_starts(200, slots=300) == 200 and default_starts(1000, slots=1001) == 256
+    assert default_starts(1024) == 64 and default_starts(100_000) == 16
+    assert default_starts(200, slots=300) == 200 and default_starts(1000, slots=1001) == 65
 
 
 def test_xi_of_the_probe_scan_is_a_lower_bound_of_the_exact_value():
