@@ -137,15 +137,7 @@ def _resolve_path(protocol: str | Path) -> Path:
 
 def _read_spec(path: Path) -> ProtocolSpec:
     source = str(path)
-    try:
-        data = _yaml.load(path.read_text())
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}: " if mark is not None else ""
-        raise ProtocolError(f"{where}not valid YAML ({getattr(exc, 'problem', exc)})",
-                            source=source) from None
-    except OSError as exc:
-        raise ProtocolError(f"cannot read: {exc.strerror}", source=source) from None
+    data, _ = _yaml.read_file(path, what="protocol", error=ProtocolError)
     if not isinstance(data, dict):
         raise ProtocolError(f"a protocol file is a mapping, got {type(data).__name__}",
                             source=source)

@@ -8,7 +8,6 @@ every key. Every error names the file, the line where it can, the key and the ba
 from __future__ import annotations
 
 import difflib
-from pathlib import Path
 from typing import Any, Literal
 
 import yaml
@@ -221,17 +220,7 @@ def load_scenario(path, overrides: dict[str, Any] | None = None) -> Scenario:
         type or out of range; the message names the file, line, key and value.
     """
     source = str(path)
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError("no such scenario file", source=source)
-    text = path.read_text()
-    try:
-        data = _yaml.load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{source}:{mark.line + 1}" if mark is not None else source
-        raise ConfigError(f"not valid YAML ({getattr(exc, 'problem', exc)})",
-                          source=where) from None
+    data, text = _yaml.read_file(path, what="scenario")
     if data is None:
         data = {}
     if not isinstance(data, dict):

@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from mixsim import _yaml
@@ -175,17 +174,7 @@ def point_key(kind: str, config: dict) -> str:
 
 
 def _read_yaml(path: Path, what: str) -> tuple[Any, str]:
-    source = str(path)
-    if not path.is_file():
-        raise ConfigError(f"no such {what} file", source=source)
-    text = path.read_text()
-    try:
-        return _yaml.load(text), text
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{source}:{mark.line + 1}" if mark is not None else source
-        raise ConfigError(f"not valid YAML ({getattr(exc, 'problem', exc)})",
-                          source=where) from None
+    return _yaml.read_file(path, what=what)
 
 
 def _where(source: str, lines: dict, *paths) -> str:

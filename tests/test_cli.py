@@ -102,7 +102,7 @@ def _exit_code(argv) -> int:
          ["communication[0].op", "averge", "average"]),
         ("name: x\nsummary: y\ncommunicaton: []\n",
          ["communicaton", "did you mean 'communication'"]),
-        ("name: x\nsummary: [unclosed\n", ["line", "not valid YAML"]),
+        ("name: x\nsummary: [unclosed\n", ["broken.yaml:3:", "not valid YAML"]),
         ("name: x\nsummary: y\nschedule: sync\ncommunication:\n  - {on: sometimes, op: average}\n",
          ["communication.0.on", "sometimes"]),
         ("name: x\nsummary: y\nschedule: sync\ncommunication:\n"
