@@ -1,7 +1,8 @@
-"""YAML reading: safe, bounded, strict about keys, with YAML 1.2 booleans.
+"""YAML reading: safe, bounded, strict about keys, with YAML 1.2 booleans and numbers.
 
 Only ``true`` and ``false`` are booleans: PyYAML follows YAML 1.1, where ``on``, ``off``,
 ``yes`` and ``no`` are booleans too, so a rule key ``on:`` would silently become ``True``.
+``1e-12`` is a number (YAML 1.1 needs ``1.0e-12``).
 
 A user's file is read under three bounds, so a hostile or mistaken file is rejected at
 once instead of running until memory or time runs out:
@@ -47,6 +48,11 @@ _Loader.yaml_implicit_resolvers = {
 _Loader.add_implicit_resolver(
     "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
     list("tTfF"),
+)
+# YAML 1.2 reads 1e-12 as a number; YAML 1.1 (PyYAML) wants a dot and keeps a string.
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9]+[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
 )
 
 

@@ -23,6 +23,21 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
+def _at_least(low: int):
+    """An argparse type: an integer >= ``low``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < low:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer >= {low}")
+        return value
+
+    return parse
+
+
 def _key_values(pairs: list[str] | None) -> dict:
     values = {}
     for pair in pairs or []:
@@ -109,22 +124,40 @@ def _cmd_run(args) -> int:
               + (f" in {out}" if out else ""), file=sys.stderr)
         return 3
     if not args.quiet:
-        s = result.summary
-        final = s["final"]
-        print(f"{s['name']}: {s['steps']} steps of {s['protocol']} with {s['workers']} "
-              f"workers; loss {final['loss']:.6g}, test accuracy "
-              f"{final['test_accuracy']}, t_mix measured {s['t_mix']} (xi {s['xi']:.3g})"
-              + (f"; outputs in {result.out_dir}" if result.out_dir else ""))
+        print(_summary_line(result))
     return 0
 
 
+def _summary_line(result) -> str:
+    """The closing line of ``mixsim run``: what ran and what it reached."""
+    from mixsim.report import format_number
+
+    s = result.summary
+    final = s["final"]
+    parts = [f"loss {format_number(final.get('loss'))}"]
+    if final.get("test_accuracy") is not None:
+        parts.append(f"test accuracy {100 * final['test_accuracy']:.1f}%")
+    if not result.scenario.outputs.measure_mixing:
+        parts.append("t_mix not measured (outputs.measure_mixing is false)")
+    elif s["t_mix"] is None:
+        parts.append("t_mix longer than the run")
+    else:
+        parts.append(f"t_mix {format_number(s['t_mix'])} steps measured "
+                     f"(xi {format_number(s['xi'])})")
+    where = f"; outputs in {result.out_dir}" if result.out_dir else ""
+    return (f"{s['name']}: {format_number(s['steps'])} steps of {s['protocol']} with "
+            f"{s['workers']} workers; {', '.join(parts)}{where}")
+
+
 def _print_table(protocol: str, method: str, results) -> None:
+    from mixsim.report import format_number as num
+
     print(f"{protocol} (method {method})")
-    print(f"{'workers':>8} {'t_mix':>12} {'95% CI':>25} {'xi':>8} {'theory':>10} {'runs':>6}")
+    print(f"{'workers':>8} {'t_mix':>20} {'95% CI':>25} {'xi':>8} {'theory':>20} {'runs':>11}")
     for r in results:
-        ci = f"[{r.ci95[0]:.1f}, {r.ci95[1]:.1f}]" if r.ci95 else "-"
-        theory = f"{r.theory:g}" if r.theory is not None else "-"
-        print(f"{r.workers:>8} {r.t_mix:>12.6g} {ci:>25} {r.xi:>8.4g} {theory:>10} {r.runs:>6}")
+        ci = f"[{num(r.ci95[0])}, {num(r.ci95[1])}]" if r.ci95 else "-"
+        print(f"{num(r.workers):>8} {num(r.t_mix):>20} {ci:>25} {num(r.xi):>8} "
+              f"{num(r.theory):>20} {num(r.runs):>11}")
 
 
 def _mixing_kwargs(args) -> dict:
@@ -133,6 +166,17 @@ def _mixing_kwargs(args) -> dict:
         "params": _key_values(args.set), "starts": args.starts, "d": args.coords,
         "progress": sys.stderr.isatty(),
     }
+
+
+@contextmanager
+def _blame_set():
+    """Name ``--set NAME`` for an error in a protocol parameter the user set."""
+    try:
+        yield
+    except ConfigError as exc:
+        if exc.source is not None or not (exc.key or "").startswith("params."):
+            raise
+        raise ConfigError(exc.message, source=f"--set {exc.key[len('params.'):]}") from None
 
 
 @contextmanager
@@ -151,7 +195,7 @@ def _dask_runs(args):
 def _cmd_mixing_time(args) -> int:
     from mixsim._dask import mixing_times
 
-    with _dask_runs(args) as map_runs:
+    with _blame_set(), _dask_runs(args) as map_runs:
         results = mixing_times([args.protocol], args.workers, map_runs=map_runs,
                                **_mixing_kwargs(args))[args.protocol]
     method = results[0].method if len({r.method for r in results}) == 1 else "auto"
@@ -172,7 +216,7 @@ def _cmd_compare(args) -> int:
     from mixsim._dask import mixing_times
     from mixsim.plotting import plot_mixing_times
 
-    with _dask_runs(args) as map_runs:
+    with _blame_set(), _dask_runs(args) as map_runs:
         all_results = mixing_times(args.protocols, args.workers, map_runs=map_runs,
                                    **_mixing_kwargs(args))
     if args.plot:
@@ -188,23 +232,25 @@ def _cmd_compare(args) -> int:
 
 
 def _mixing_options(sub) -> None:
-    sub.add_argument("--workers", type=int, nargs="+", default=[8], metavar="N",
+    sub.add_argument("--workers", type=_at_least(1), nargs="+", default=[8], metavar="N",
                      help="numbers of workers (default 8)")
-    sub.add_argument("--runs", type=int, default=100, help="runs for montecarlo (default 100)")
-    sub.add_argument("--seed", type=int, default=0, help="seed of the first run (default 0)")
+    sub.add_argument("--runs", type=_at_least(1), default=100,
+                     help="runs for montecarlo (default 100)")
+    sub.add_argument("--seed", type=_at_least(0), default=0,
+                     help="seed of the first run (default 0)")
     sub.add_argument("--method", default="auto",
                      choices=["auto", "trace", "montecarlo", "spectral"])
     sub.add_argument("--set", action="append", metavar="KEY=VALUE",
                      help="protocol parameter override (repeatable)")
-    sub.add_argument("--starts", type=int, default=None,
+    sub.add_argument("--starts", type=_at_least(1), default=None,
                      help="window starts checked per run (default: n)")
-    sub.add_argument("--coords", type=int, default=None,
+    sub.add_argument("--coords", type=_at_least(1), default=None,
                      help="coordinates simulated (default 1; 16 for sparsified protocols)")
     sub.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     sub.add_argument("--plot", metavar="FILE.png", help="plot t_mix against workers")
     sub.add_argument("--scheduler", metavar="ADDRESS",
                      help="run the Monte Carlo runs on this Dask cluster (tcp://HOST:PORT)")
-    sub.add_argument("--dask-workers", type=int, metavar="K",
+    sub.add_argument("--dask-workers", type=_at_least(1), metavar="K",
                      help="run the Monte Carlo runs on a local Dask cluster of K processes")
 
 
@@ -264,7 +310,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--out", help="output folder (default: the scenario's outputs.dir)")
     sub.add_argument("--set", action="append", metavar="KEY=VALUE",
                      help="override a dotted scenario key, e.g. optimizer.method.lr=0.01")
-    sub.add_argument("--seed", type=int, default=None, help="override the scenario's seed")
+    sub.add_argument("--seed", type=_at_least(0), default=None,
+                     help="override the scenario's seed")
     sub.add_argument("--quiet", action="store_true", help="no progress bar, no summary line")
     sub.set_defaults(func=_cmd_run)
 
@@ -289,7 +336,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--out", help="output folder (default out/NAME)")
     sub.add_argument("--scheduler", metavar="ADDRESS",
                      help="an existing Dask cluster (tcp://HOST:PORT); default: a local one")
-    sub.add_argument("--workers", "--dask-workers", dest="workers", type=int, metavar="K",
+    sub.add_argument("--workers", "--dask-workers", dest="workers", type=_at_least(1),
+                     metavar="K",
                      help="processes of the local Dask cluster (default: number of cores)")
     sub.add_argument("--retry-failed", action="store_true",
                      help="run again the points recorded as failed")

@@ -150,7 +150,8 @@ class Simulation:
             raise ProtocolError(f"schedule {self.schedule!r}: allowed sync, async",
                                 source=self.protocol.source, key="schedule")
         self._context = BlockContext(self.layout, rng_blocks, self.protocol.source)
-        self._rules = self._build_rules()
+        with self.protocol.blame_given():
+            self._rules = self._build_rules()
         self._step_rules = self._rules["step"]
         self._view_rows = self._owner_rows(spec.view, "view")
         self._setup_target()

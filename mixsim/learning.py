@@ -38,7 +38,7 @@ from mixsim import optim
 from mixsim.engine import Simulation
 from mixsim.errors import ConfigError, DivergenceError
 from mixsim.protocol import load_protocol
-from mixsim.scenario import Scenario, load_scenario
+from mixsim.scenario import Scenario, load_scenario, with_seed
 from mixsim.timing import ComputeTime, Links, Timing
 
 __all__ = ["RunResult", "run", "check_scenario", "METRICS"]
@@ -168,6 +168,8 @@ class _Learner:
         from mixsim.engine import build_layout
 
         layout = build_layout(self.protocol, self.n)
+        with _section(self.source, "timing"):
+            timing.links.check(layout)
         X0 = np.broadcast_to(x0, (layout.size, self.d)).copy()
         absorb = self.protocol.spec.consensus.absorb
         if absorb is not None:
@@ -204,6 +206,10 @@ class _Learner:
                  np.random.SeedSequence(worker_seed + 1).spawn(self.n + 1)]
         compressed = opt.compressor.name != "none"
         x = np.zeros(self.d, dtype=self.dtype)
+        if compressed:
+            # Checks against d (top-k's k) name the compressor's key, not the optimizer's.
+            with _section(None, "compressor"):
+                _compressor(opt.compressor, seeds[0], offsets).init(x)
         self.placement = placement
         self.compressed = compressed
         self._messages: list[np.ndarray] = []
@@ -422,7 +428,7 @@ def run(scenario, *, out=None, overrides: dict | None = None, seed: int | None =
 
         scenario = Scenario.model_validate(apply_overrides(scenario.model_dump(), overrides))
     if seed is not None:
-        scenario = scenario.model_copy(update={"seed": seed})
+        scenario = with_seed(scenario, seed)
     out_dir = Path(out) if out is not None else (
         Path(scenario.outputs.dir) if scenario.outputs.dir else None)
     started = time.perf_counter()

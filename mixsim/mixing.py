@@ -108,7 +108,16 @@ class MixingTime:
     xi: float
     theory: float | None
     method: str
-    samples: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    samples: np.ndarray = field(default_factory=lambda: np.zeros(0), repr=False)
+
+    def __post_init__(self):
+        # Plain Python numbers (28, not np.float64(28.0)) in the repr and for the caller.
+        self.t_mix = _plain(self.t_mix)
+        self.xi = _plain(self.xi)
+        if self.theory is not None:
+            self.theory = _plain(self.theory)
+        if self.ci95 is not None:
+            self.ci95 = tuple(float(v) for v in self.ci95)
 
     def as_dict(self) -> dict:
         """The JSON form of the ``mixsim mixing-time`` contract."""
@@ -307,6 +316,9 @@ def mixing_time(protocol, workers=(8,), *, runs: int = 100, method: str = "auto"
             raise ProtocolError(f"{n!r} workers: must be an integer >= 1", key="workers")
     if not isinstance(runs, int) or runs < 1:
         raise ProtocolError(f"runs = {runs!r} must be an integer >= 1", key="runs")
+    for key, value in (("d", d), ("starts", starts)):
+        if value is not None and (not isinstance(value, int | np.integer) or value < 1):
+            raise ProtocolError(f"{key} = {value!r} must be an integer >= 1", key=key)
     protocol = load_protocol(protocol, params)
     if d is None:
         d = 16 if protocol.sparsify is not None else 1

@@ -16,9 +16,27 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["Writer", "summary"]
+__all__ = ["Writer", "summary", "format_number"]
 
 _PACKAGES = ("mixsim", "numpy", "scipy", "simpy", "numba", "networkx", "scikit-learn")
+
+
+def format_number(value) -> str:
+    """A number as a person reads it: integers whole with thousands separators
+    (``52,672,900,000,000``, not ``5.26729e+13``), others to four significant digits, and
+    ``-`` for none."""
+    if value is None:
+        return "-"
+    value = float(value)
+    if not np.isfinite(value):
+        return str(value)
+    if value.is_integer() and abs(value) < 1e18:
+        return f"{int(value):,}"
+    if abs(value) >= 1000:
+        return f"{value:,.1f}"
+    if abs(value) >= 1e-3:
+        return f"{value:.4g}"
+    return f"{value:.3e}"
 
 
 def _atomic_write(path: Path, text: str) -> None:
