@@ -194,6 +194,7 @@ def _dask_runs(args):
 
 def _cmd_mixing_time(args) -> int:
     from mixsim._dask import mixing_times
+    from mixsim.report import strict_json
 
     with _blame_set(), _dask_runs(args) as map_runs:
         results = mixing_times([args.protocol], args.workers, map_runs=map_runs,
@@ -206,7 +207,7 @@ def _cmd_mixing_time(args) -> int:
     if args.json:
         payload = {"protocol": args.protocol, "method": method,
                    "results": [r.as_dict() for r in results]}
-        print(json.dumps(payload))
+        print(json.dumps(strict_json(payload), allow_nan=False))
     else:
         _print_table(args.protocol, method, results)
     return 0
@@ -215,6 +216,7 @@ def _cmd_mixing_time(args) -> int:
 def _cmd_compare(args) -> int:
     from mixsim._dask import mixing_times
     from mixsim.plotting import plot_mixing_times
+    from mixsim.report import strict_json
 
     with _blame_set(), _dask_runs(args) as map_runs:
         all_results = mixing_times(args.protocols, args.workers, map_runs=map_runs,
@@ -224,7 +226,7 @@ def _cmd_compare(args) -> int:
     if args.json:
         payload = {name: {"method": rows[0].method, "results": [r.as_dict() for r in rows]}
                    for name, rows in all_results.items()}
-        print(json.dumps(payload))
+        print(json.dumps(strict_json(payload), allow_nan=False))
     else:
         for name, rows in all_results.items():
             _print_table(name, rows[0].method, rows)
@@ -258,6 +260,10 @@ def _cmd_sweep(args) -> int:
     from mixsim.sweep import load_sweep, run_sweep
 
     sweep = load_sweep(args.sweep)
+    if args.out:
+        from mixsim.report import check_out_dir
+
+        check_out_dir(args.out)
     progress = not args.quiet and sys.stderr.isatty()
     if args.serial:
         if args.scheduler or args.workers:
@@ -288,6 +294,10 @@ def _cmd_plot(args) -> int:
     from mixsim.sweep import plot_sweep
 
     out = args.out or str(Path(args.sweep_dir) / f"{args.metric}-vs-{args.x}.png")
+    if args.out:
+        from mixsim.report import make_out_dir
+
+        make_out_dir(Path(args.out).parent)
     plot_sweep(args.sweep_dir, out, metric=args.metric, x=args.x, group=args.group,
                rows=args.rows, logx=args.logx, logy=args.logy)
     print(out)

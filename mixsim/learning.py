@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from mixsim import optim
+from mixsim import _memory, optim
 from mixsim.engine import Simulation
 from mixsim.errors import ConfigError, DivergenceError
 from mixsim.protocol import load_protocol
@@ -145,6 +145,12 @@ class _Learner:
                 **scenario.problem.params)
         self.d = self.problem.dim
         self.dtype = ds.A_train.dtype
+        with _section(source, "problem"):
+            # The state (a copy per slot, at least one per worker, twice: X and the
+            # recorded initial state) and each worker's optimizer moments and memory.
+            _memory.require(self.dtype.itemsize * self.d * (2 * self.n + 6 * self.n + 2),
+                            f"{self.d:,} model parameters x {self.n:,} workers",
+                            key="problem.params")
         self.batch = scenario.data.batch
         self.rngs = [np.random.default_rng(s) for s in
                      np.random.SeedSequence(worker_seed).spawn(self.n)]
@@ -160,6 +166,7 @@ class _Learner:
             self._build_optimizer(worker_seed)
         self.bits_up = 0.0
         self.bits_down = 0.0
+        self._initial_loss = None
         self._counted_events = 0
         self._op_bits: dict[int, tuple[str, float]] = {}
 
@@ -350,7 +357,8 @@ class _Learner:
         ds = self.dataset
         loss = float(self.problem.loss(x_bar, ds.A_train, ds.y_train))
         grad_norm = float(np.linalg.norm(self.problem.grad(x_bar, ds.A_train, ds.y_train)))
-        accuracy = self.problem.accuracy(x_bar, ds.A_test, ds.y_test)
+        # test_fraction 0 holds out nothing: no test metric (NaN in the table).
+        accuracy = self.problem.accuracy(x_bar, ds.A_test, ds.y_test) if ds.n_test else None
         views = X[self.worker_rows].astype(np.float64)
         distance = float(np.mean(np.sum((views - x_bar) ** 2, axis=1)))
         step = self.sim.step
@@ -370,6 +378,13 @@ class _Learner:
         if not (np.isfinite(loss) and np.isfinite(grad_norm)):
             raise DivergenceError(step, f"loss {loss} and gradient norm {grad_norm} at the "
                                         "consensus model")
+        ratio = self.scenario.divergence.loss_ratio
+        if self._initial_loss is None:
+            self._initial_loss = loss
+        elif ratio is not None and self._initial_loss > 0 and loss > ratio * self._initial_loss:
+            raise DivergenceError(step, f"loss {loss:.4g} is above {ratio:g} times the "
+                                        f"initial loss {self._initial_loss:.4g} "
+                                        "(divergence.loss_ratio)")
         return row
 
     def total_steps(self) -> int:
@@ -431,10 +446,17 @@ def run(scenario, *, out=None, overrides: dict | None = None, seed: int | None =
         scenario = with_seed(scenario, seed)
     out_dir = Path(out) if out is not None else (
         Path(scenario.outputs.dir) if scenario.outputs.dir else None)
+    if out_dir is not None:
+        from mixsim.report import check_out_dir
+
+        check_out_dir(out_dir, "--out" if out is not None else f"{source}: outputs.dir")
     started = time.perf_counter()
     # The simulated workers run one after another on small matrices: one BLAS thread is
     # faster than several fighting over the cores (and than oversubscribing Dask workers).
-    with threadpool_limits(limits=1):
+    # Overflow on the way to a divergence is reported once, by the divergence check with
+    # its step; NumPy's warnings would only print lines before it.
+    with threadpool_limits(limits=1), np.errstate(over="ignore", invalid="ignore",
+                                                  divide="ignore"):
         return _run(scenario, source, out_dir, started, progress)
 
 

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from mixsim import _memory
 from mixsim._numba import njit
 from mixsim._passages import FirstPassages
 from mixsim.engine import Simulation, build_layout
@@ -319,6 +320,7 @@ def mixing_time(protocol, workers=(8,), *, runs: int = 100, method: str = "auto"
     for key, value in (("d", d), ("starts", starts)):
         if value is not None and (not isinstance(value, int | np.integer) or value < 1):
             raise ProtocolError(f"{key} = {value!r} must be an integer >= 1", key=key)
+    _memory.require(runs * _memory.BYTES_PER_RUN, f"{runs:,} runs", key="runs")
     protocol = load_protocol(protocol, params)
     if d is None:
         d = 16 if protocol.sparsify is not None else 1

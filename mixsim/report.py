@@ -16,7 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["Writer", "summary", "format_number"]
+from mixsim.errors import ConfigError
+
+__all__ = ["Writer", "summary", "format_number", "strict_json", "check_out_dir"]
 
 _PACKAGES = ("mixsim", "numpy", "scipy", "simpy", "numba", "networkx", "scikit-learn")
 
@@ -37,6 +39,56 @@ def format_number(value) -> str:
     if abs(value) >= 1e-3:
         return f"{value:.4g}"
     return f"{value:.3e}"
+
+
+def strict_json(value):
+    """``value`` with its non-finite numbers made strict JSON: ``inf`` and ``-inf`` become
+    the strings ``"inf"`` and ``"-inf"`` (the default bandwidth is infinite), NaN becomes
+    ``null``. ``json.dumps(..., allow_nan=False)`` then cannot write ``Infinity``."""
+    if isinstance(value, dict):
+        return {key: strict_json(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [strict_json(item) for item in value]
+    if isinstance(value, float | np.floating) and not np.isfinite(value):
+        return None if np.isnan(value) else ("inf" if value > 0 else "-inf")
+    return value
+
+
+def check_out_dir(path, name: str = "--out") -> None:
+    """Raise :class:`ConfigError` unless the folder ``path`` exists or can be made.
+
+    Nothing is created: the nearest existing ancestor must be a folder this process can
+    write in.
+
+    Parameters
+    ----------
+    path : str or Path
+        The output folder.
+    name : str
+        Where it was given (``--out``, ``outputs.dir``), for the message.
+    """
+    path = Path(path)
+    probe = path
+    while not probe.exists() and probe.parent != probe:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise ConfigError(f"{path}: cannot make the folder, {probe} is a file",
+                          source=name)
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise ConfigError(f"{path}: cannot make the folder, {probe} is not writable",
+                          source=name)
+
+
+def make_out_dir(path, name: str = "--out") -> Path:
+    """Make the folder ``path`` (and its parents); :class:`ConfigError` when it cannot."""
+    path = Path(path)
+    check_out_dir(path, name)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot make the folder ({exc.strerror})",
+                          source=name) from None
+    return path
 
 
 def _atomic_write(path: Path, text: str) -> None:
@@ -182,8 +234,7 @@ class Writer:
     """Writes the outputs of one run into a folder."""
 
     def __init__(self, out_dir: Path, scenario):
-        self.out_dir = Path(out_dir)
-        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.out_dir = make_out_dir(out_dir)
         _atomic_write(self.out_dir / "summary.json", json.dumps(
             {"name": scenario.name, "complete": False, "status": "running"}, indent=2) + "\n")
         stale = self.out_dir / "metrics.csv"
@@ -197,8 +248,8 @@ class Writer:
         self.write_metrics(result.rows)
         if result.scenario.outputs.plots and result.rows:
             plot_run(result, self.out_dir / "curves.png")
-        _atomic_write(self.out_dir / "summary.json",
-                      json.dumps(result.summary, indent=2, sort_keys=True) + "\n")
+        _atomic_write(self.out_dir / "summary.json", json.dumps(
+            strict_json(result.summary), indent=2, sort_keys=True, allow_nan=False) + "\n")
 
 
 def plot_run(result, path: Path) -> Path:

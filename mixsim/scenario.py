@@ -139,6 +139,12 @@ class OutputsSection(_Strict):
     measure_mixing: StrictBool = True
 
 
+class DivergenceSection(_Strict):
+    """``divergence:`` - when a run counts as diverged (besides a non-finite value)."""
+
+    loss_ratio: Finite | None = Field(1e4, gt=1)
+
+
 class Scenario(_Strict):
     """The schema of a scenario file (see ``docs/scenarios.md``)."""
 
@@ -153,6 +159,7 @@ class Scenario(_Strict):
     steps: Int | None = Field(None, ge=1)
     epochs: Finite | None = Field(None, gt=0)
     eval_every: Int = Field(100, ge=1)
+    divergence: DivergenceSection = Field(default_factory=DivergenceSection)
     outputs: OutputsSection = Field(default_factory=OutputsSection)
 
     @model_validator(mode="after")
@@ -170,7 +177,7 @@ _SECTIONS = {
     ("timing", "links", "overrides", "*"): LinkOverride,
     ("problem",): ProblemSection, ("data",): DataSection,
     ("data", "partition"): PartitionSection, ("optimizer",): OptimizerSection,
-    ("outputs",): OutputsSection,
+    ("outputs",): OutputsSection, ("divergence",): DivergenceSection,
 }
 
 

@@ -27,7 +27,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from mixsim import _yaml
+from mixsim import _memory, _yaml
 from mixsim.errors import ConfigError
 from mixsim.scenario import (
     Scenario,
@@ -227,6 +227,9 @@ def load_sweep(path) -> Sweep:
     axes = list(spec.grid) + list(spec.zip)
     sweep = Sweep(spec.name, spec.kind, source, axes)
     base, base_source, base_lines = _base(spec, path, lines)
+    count = _point_count(spec)
+    _memory.require(count * _memory.BYTES_PER_POINT, f"{count:,} sweep points (grid x zip x "
+                    "seeds)", key="grid", source=source)
     seeds = _seeds(spec, base, _where(source, lines, ("seeds",)))
     grid_rows = list(itertools.product(*(enumerate(v) for v in spec.grid.values())))
     zip_rows = list(zip(*(enumerate(v) for v in spec.zip.values()), strict=True)) \
@@ -323,6 +326,13 @@ def _base(spec: SweepFile, path: Path, lines: dict) -> tuple[dict, str, dict]:
         raise ConfigError(f"a scenario is a mapping, got {type(data).__name__}",
                           source=str(base_path))
     return data, str(base_path), _key_lines(text)
+
+
+def _point_count(spec: SweepFile) -> int:
+    """How many points the sweep file makes, counted before any is made."""
+    seeds = spec.seeds if isinstance(spec.seeds, int) else len(spec.seeds or [0])
+    zipped = max((len(values) for values in spec.zip.values()), default=1)
+    return math.prod(len(values) for values in spec.grid.values()) * zipped * max(seeds, 1)
 
 
 def _seeds(spec: SweepFile, base: dict, where: str) -> list[int]:

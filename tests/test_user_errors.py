@@ -253,3 +253,177 @@ def test_gossip_graph_in_a_scenario_blames_the_scenario(tiny, capsys):
     line = one_line_error(capsys, ["run", tiny], "tiny.yaml", "protocol.params.graph",
                           "no_such_graph")
     assert "_catalog" not in line
+
+
+# -- point 4: output folders that cannot be made -------------------------------------------
+
+def test_out_under_a_file(tiny, tmp_path, capsys):
+    (tmp_path / "afile").write_text("x")
+    one_line_error(capsys, ["run", tiny, "--out", tmp_path / "afile" / "sub"], "--out",
+                   "afile is a file")
+
+
+def test_out_in_an_unwritable_place(tiny, tmp_path, capsys, monkeypatch):
+    import os
+
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode: False if str(p) == str(locked)
+                        else real_access(p, mode))
+    one_line_error(capsys, ["run", tiny, "--out", locked / "sub"], "--out", "not writable")
+    assert list(locked.iterdir()) == []
+
+
+def test_out_that_mkdir_refuses(tiny, capsys):
+    # /proc takes no new folder, even for root.
+    one_line_error(capsys, ["run", tiny, "--out", "/proc/mixsim-out/sub"], "--out",
+                   "cannot make the folder")
+
+
+def test_plot_out_into_a_file(tmp_path, capsys):
+    (tmp_path / "afile").write_text("x")
+    one_line_error(capsys, ["plot", tmp_path, "--metric", "loss", "--x", "seed", "--out",
+                            tmp_path / "afile" / "p.png"], "--out", "afile is a file")
+
+
+# -- point 5: data files -------------------------------------------------------------------
+
+def _data_scenario(tmp_path, data: str):
+    path = tmp_path / "data.yaml"
+    path.write_text(TINY.replace("data: {name: iris}", f"data: {data}").replace(
+        "workers: 4", "workers: 2"))
+    return path
+
+
+def test_empty_libsvm_file(tmp_path, capsys):
+    (tmp_path / "empty.svm").write_text("")
+    path = _data_scenario(tmp_path, f"{{name: libsvm, path: {tmp_path / 'empty.svm'}}}")
+    one_line_error(capsys, ["run", path], "data.path", "empty.svm holds 0 rows")
+
+
+def test_npz_not_a_zip(tmp_path, capsys):
+    (tmp_path / "bad.npz").write_text("not a zip")
+    path = _data_scenario(tmp_path, f"{{name: npz, path: {tmp_path / 'bad.npz'}}}")
+    one_line_error(capsys, ["run", path], "data.path", "bad.npz is not a .npz file")
+
+
+def test_npz_with_object_arrays_never_unpickled(tmp_path, capsys, monkeypatch):
+    import pickle
+
+    import numpy as np
+
+    np.savez(tmp_path / "obj.npz", X=np.array([[1, 2]] * 6, dtype=object), y=np.arange(6) % 2)
+    monkeypatch.setattr(pickle, "loads", lambda *a, **k: pytest.fail("unpickled"))
+    monkeypatch.setattr(pickle, "load", lambda *a, **k: pytest.fail("unpickled"))
+    path = _data_scenario(tmp_path, f"{{name: npz, path: {tmp_path / 'obj.npz'}}}")
+    one_line_error(capsys, ["run", path], "data.x", "'X'", "Python objects",
+                   "never unpickled")
+
+
+def test_nan_features_are_a_data_error(tmp_path, capsys):
+    import numpy as np
+
+    X = np.ones((10, 3))
+    X[4, 2] = np.nan
+    np.savez(tmp_path / "nan.npz", X=X, y=np.arange(10) % 2)
+    path = _data_scenario(tmp_path, f"{{name: npz, path: {tmp_path / 'nan.npz'}}}")
+    line = one_line_error(capsys, ["run", path, "--out", tmp_path / "o"], "data.path",
+                          "nan.npz", "1 non-finite feature values", "row 4, column 2")
+    assert "diverged" not in line and not (tmp_path / "o").exists()
+
+
+# -- point 6: test_fraction 0 ---------------------------------------------------------------
+
+def test_test_fraction_zero_runs_without_test_metrics(tiny, tmp_path, capsys):
+    assert mixsim(["run", tiny, "--out", tmp_path / "o", "--set", "data.test_fraction=0"]) == 0
+    out = capsys.readouterr().out
+    assert "test accuracy" not in out
+    summary = json.loads((tmp_path / "o" / "summary.json").read_text())
+    assert summary["complete"] and summary["final"]["test_accuracy"] is None
+    rows = (tmp_path / "o" / "metrics.csv").read_text().splitlines()
+    assert len(rows) == 4 and all(row.split(",")[5] == "nan" for row in rows[1:])
+
+
+# -- point 8: sizes that cannot fit ---------------------------------------------------------
+
+@pytest.mark.parametrize(("argv", "needles"), [
+    (["--set", "data={name: synthetic-linear, samples: 100000000000}", "--set",
+      "problem.name=least-squares"],
+     ["data.samples", "100,000,000,000 samples x 20 features", "TiB", "available"]),
+    (["--set", "problem={name: mlp, params: {hidden: [100000, 100000]}}"],
+     ["problem.params", "10,000,", "model parameters", "TiB", "available"]),
+])
+def test_learning_sizes_that_cannot_fit(tiny, capsys, argv, needles):
+    one_line_error(capsys, ["run", tiny, *argv], *needles)
+
+
+def test_mixing_time_sizes_that_cannot_fit(capsys):
+    one_line_error(capsys, ["mixing-time", "async-ring", "--workers", "4", "--runs",
+                            "100000000"], "runs", "100,000,000 runs", "GiB", "available")
+    one_line_error(capsys, ["mixing-time", "allreduce", "--method", "trace", "--workers",
+                            "100000000"], "workers", "100,000,000 slots", "GiB")
+
+
+def test_sweep_grid_that_cannot_fit(tiny, tmp_path, capsys):
+    path = tmp_path / "huge.yaml"
+    path.write_text(f"name: huge\nbase: {tiny}\ngrid:\n  optimizer.method.lr: "
+                    f"[{', '.join(str(0.001 * i) for i in range(1, 1001))}]\n"
+                    "seeds: 1000000000\n")
+    one_line_error(capsys, ["sweep", path, "--serial"], "huge.yaml", "grid",
+                   "1,000,000,000,000 sweep points", "available")
+
+
+# -- points 23, 24: divergence ----------------------------------------------------------------
+
+def test_loss_far_above_the_initial_one_is_divergence(tmp_path, capsys):
+    path = tmp_path / "hot.yaml"
+    path.write_text(TINY.replace("lr: 0.1", "lr: 1.0e6").replace("data: {name: iris}",
+                                                                  "data: {name: digits}"))
+    assert mixsim(["run", path, "--out", tmp_path / "o"]) == 3
+    line = capsys.readouterr().err.splitlines()[-1]
+    assert "diverged at step 10" in line and "times the initial loss" in line
+    assert "divergence.loss_ratio" in line
+    summary = json.loads((tmp_path / "o" / "summary.json").read_text())
+    assert summary["complete"] is False and summary["stopped_at_step"] == 10
+    # Off: only a non-finite value stops a run.
+    assert mixsim(["run", path, "--set", "divergence.loss_ratio=null", "--quiet"]) == 0
+    capsys.readouterr()
+
+
+def test_divergence_ratio_checked(tiny, capsys):
+    one_line_error(capsys, ["run", tiny, "--set", "divergence.loss_ratio=0.5"],
+                   "divergence.loss_ratio", "0.5", "greater than 1")
+
+
+def test_divergence_leaves_one_line_on_stderr(tmp_path, capfd):
+    import warnings
+
+    path = tmp_path / "overflow.yaml"
+    path.write_text("workers: 4\nproblem: {name: least-squares}\n"
+                    "data: {name: synthetic-linear, batch: null}\n"
+                    "optimizer: {method: {name: sgd, lr: 1.0e6}}\nsteps: 200\neval_every: 5\n"
+                    "divergence: {loss_ratio: null}\n")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # a warning would be raised, not kept
+        assert mixsim(["run", path, "--out", tmp_path / "o"]) == 3
+    err = [line for line in capfd.readouterr().err.splitlines()
+           if not line.startswith("mixsim: compiling")]
+    assert len(err) == 1 and "diverged at step" in err[0], err
+    assert (tmp_path / "o" / "curves.png").exists()
+
+
+# -- point 29: strict JSON -----------------------------------------------------------------
+
+def test_summary_is_strict_json(tiny, tmp_path):
+    import mixsim as api
+
+    api.run(tiny, out=tmp_path / "o")
+    text = (tmp_path / "o" / "summary.json").read_text()
+    assert "Infinity" not in text and "NaN" not in text
+
+    def refuse(constant):
+        raise ValueError(constant)
+
+    summary = json.loads(text, parse_constant=refuse)
+    assert summary["scenario"]["timing"]["links"]["bandwidth"] == "inf"
