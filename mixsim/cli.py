@@ -375,7 +375,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return args.func(args)
+        if getattr(args, "quiet", False):
+            return args.func(args)
+        from mixsim._numba import announce_compilation
+
+        with announce_compilation():
+            return args.func(args)
     except MixsimError as exc:
         print(f"mixsim: error: {exc}", file=sys.stderr)
         return 2

@@ -427,3 +427,55 @@ def test_summary_is_strict_json(tiny, tmp_path):
 
     summary = json.loads(text, parse_constant=refuse)
     assert summary["scenario"]["timing"]["links"]["bandwidth"] == "inf"
+
+
+# -- point 31: the first run says it is compiling ---------------------------------------------
+
+KERNEL = """\
+import numba
+
+
+@numba.njit(cache=True)
+def twice(x):
+    return 2 * x
+"""
+
+
+def _fresh_kernel(tmp_path, name):
+    import importlib.util
+
+    path = tmp_path / "kernel.py"
+    if not path.exists():
+        path.write_text(KERNEL)
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.twice
+
+
+def test_compilation_is_announced_once_and_not_on_a_cache_hit(tmp_path):
+    import io
+
+    from mixsim._numba import COMPILE_NOTICE, announce_compilation
+
+    first, second = io.StringIO(), io.StringIO()
+    with announce_compilation(first):
+        assert _fresh_kernel(tmp_path, "kernel_a")(3) == 6
+        assert _fresh_kernel(tmp_path, "kernel_b")(1.5) == 3.0  # a second compilation
+    assert first.getvalue() == COMPILE_NOTICE + "\n"
+    with announce_compilation(second):
+        assert _fresh_kernel(tmp_path, "kernel_c")(3) == 6  # loaded from the cache
+    assert second.getvalue() == ""
+
+
+def test_command_line_announces_compilation(tmp_path, capsys, monkeypatch):
+    import mixsim.cli as cli
+    from mixsim._numba import COMPILE_NOTICE
+
+    def compiling_command(args):
+        _fresh_kernel(tmp_path, "kernel_cli")(2)
+        return 0
+
+    monkeypatch.setattr(cli, "_cmd_list", compiling_command)
+    assert mixsim(["list"]) == 0
+    assert capsys.readouterr().err == COMPILE_NOTICE + "\n"
