@@ -449,7 +449,8 @@ def run(scenario, *, out=None, overrides: dict | None = None, seed: int | None =
     if out_dir is not None:
         from mixsim.report import check_out_dir
 
-        check_out_dir(out_dir, "--out" if out is not None else f"{source}: outputs.dir")
+        check_out_dir(out_dir, "--out" if out is not None else
+                      ": ".join(part for part in (source, "outputs.dir") if part))
     started = time.perf_counter()
     # The simulated workers run one after another on small matrices: one BLAS thread is
     # faster than several fighting over the cores (and than oversubscribing Dask workers).

@@ -365,6 +365,15 @@ def test_mixing_time_sizes_that_cannot_fit(capsys):
                             "100000000"], "workers", "100,000,000 slots", "GiB")
 
 
+def test_sweep_point_too_large_says_why():
+    from mixsim.sweep import run_point
+
+    outcome = run_point("run", {"workers": 2, "data": {"name": "iris"},
+                                "problem": {"name": "mlp", "params": {"hidden": [100000] * 2}}})
+    assert outcome["status"] == "failed"
+    assert "problem.params" in outcome["error"] and "need at least" in outcome["error"]
+
+
 def test_sweep_grid_that_cannot_fit(tiny, tmp_path, capsys):
     path = tmp_path / "huge.yaml"
     path.write_text(f"name: huge\nbase: {tiny}\ngrid:\n  optimizer.method.lr: "
