@@ -221,8 +221,8 @@ def _error_from_validation(exc: ValidationError, source: str, lines: dict,
     line = next((lines[loc[:i]] for i in range(len(loc), 0, -1) if loc[:i] in lines), None)
     where = f"{source}:{line}" if line else source
     # A value given with --set is the argument's fault, not the file's.
-    given = next((dotted for dotted in overridden
-                  if key == dotted or key.startswith(dotted + ".")), None)
+    given = next((dotted for dotted in overridden if key == dotted
+                  or key.startswith(dotted + ".") or dotted.startswith(key + ".")), None)
     if given is not None:
         where = f"--set {given}"
         key = None if key == given else key

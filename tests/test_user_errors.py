@@ -236,6 +236,13 @@ def test_bad_set_value_names_the_set_argument(tiny, capsys):
     assert "tiny.yaml" not in line
 
 
+def test_unknown_key_from_set_names_the_set_argument(tiny, capsys):
+    line = one_line_error(capsys, ["run", tiny, "--set", "optimizer.methd.lr=0.1"],
+                          "--set optimizer.methd.lr", "optimizer.methd", "unknown key",
+                          "did you mean 'method'")
+    assert "tiny.yaml" not in line
+
+
 def test_top_k_out_of_range_names_the_compressor_key(tiny, capsys):
     one_line_error(capsys, ["run", tiny, "--set", "optimizer.compressor={name: top-k, k: 1000}"],
                    "optimizer.compressor.k", "1000")
