@@ -23,6 +23,21 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
+def _at_least(low: int):
+    """An argparse type: an integer >= ``low``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < low:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer >= {low}")
+        return value
+
+    return parse
+
+
 def _key_values(pairs: list[str] | None) -> dict:
     values = {}
     for pair in pairs or []:
@@ -124,9 +139,7 @@ def _cmd_run(args) -> int:
               + (f" in {out}" if out else ""), file=sys.stderr)
         return 3
     if not args.quiet:
-        s = result.summary
-        final = s["final"]
-        choice = s.get("corollary1")
+        choice = result.summary.get("corollary1")
         if choice:
             print(f"step size from Corollary 1 (seed 002 eq. 10): lr = {choice['lr']:.6g} "
                   f"(consensus step {choice['consensus_lr']:.6g}; T = {choice['T']}, "
@@ -134,20 +147,40 @@ def _cmd_run(args) -> int:
                   f"L = {choice['L']:.4g}, sigma^2 = {choice['sigma2']:.4g}, "
                   f"f(x_0) - f(x_T) <= {choice['gap']:.4g}; the rate holds from T >= "
                   f"{choice['horizon']:.4g})")
-        print(f"{s['name']}: {s['steps']} steps of {s['protocol']} with {s['workers']} "
-              f"workers; loss {final['loss']:.6g}, test accuracy "
-              f"{final['test_accuracy']}, t_mix measured {s['t_mix']} (xi {s['xi']:.3g})"
-              + (f"; outputs in {result.out_dir}" if result.out_dir else ""))
+        print(_summary_line(result))
     return 0
 
 
+def _summary_line(result) -> str:
+    """The closing line of ``mixsim run``: what ran and what it reached."""
+    from mixsim.report import format_number
+
+    s = result.summary
+    final = s["final"]
+    parts = [f"loss {format_number(final.get('loss'))}"]
+    if final.get("test_accuracy") is not None:
+        parts.append(f"test accuracy {100 * final['test_accuracy']:.1f}%")
+    if not result.scenario.outputs.measure_mixing:
+        parts.append("t_mix not measured (outputs.measure_mixing is false)")
+    elif s["t_mix"] is None:
+        parts.append("t_mix longer than the run")
+    else:
+        parts.append(f"t_mix {format_number(s['t_mix'])} steps measured "
+                     f"(xi {format_number(s['xi'])})")
+    where = f"; outputs in {result.out_dir}" if result.out_dir else ""
+    return (f"{s['name']}: {format_number(s['steps'])} steps of {s['protocol']} with "
+            f"{s['workers']} workers; {', '.join(parts)}{where}")
+
+
 def _print_table(protocol: str, method: str, results) -> None:
+    from mixsim.report import format_number as num
+
     print(f"{protocol} (method {method})")
-    print(f"{'workers':>8} {'t_mix':>12} {'95% CI':>25} {'xi':>8} {'theory':>10} {'runs':>6}")
+    print(f"{'workers':>8} {'t_mix':>20} {'95% CI':>25} {'xi':>8} {'theory':>20} {'runs':>11}")
     for r in results:
-        ci = f"[{r.ci95[0]:.1f}, {r.ci95[1]:.1f}]" if r.ci95 else "-"
-        theory = f"{r.theory:g}" if r.theory is not None else "-"
-        print(f"{r.workers:>8} {r.t_mix:>12.6g} {ci:>25} {r.xi:>8.4g} {theory:>10} {r.runs:>6}")
+        ci = f"[{num(r.ci95[0])}, {num(r.ci95[1])}]" if r.ci95 else "-"
+        print(f"{num(r.workers):>8} {num(r.t_mix):>20} {ci:>25} {num(r.xi):>8} "
+              f"{num(r.theory):>20} {num(r.runs):>11}")
     for r in results:
         if r.scan == "probabilistic":
             print(f"n = {r.workers}: some halvings decided by Lanczos tests; the value is "
@@ -165,6 +198,17 @@ def _mixing_kwargs(args) -> dict:
 
 
 @contextmanager
+def _blame_set():
+    """Name ``--set NAME`` for an error in a protocol parameter the user set."""
+    try:
+        yield
+    except ConfigError as exc:
+        if exc.source is not None or not (exc.key or "").startswith("params."):
+            raise
+        raise ConfigError(exc.message, source=f"--set {exc.key[len('params.'):]}") from None
+
+
+@contextmanager
 def _dask_runs(args):
     """``map_runs`` on Dask when ``--scheduler`` or ``--dask-workers`` is given, else None
     (the runs stay in this process)."""
@@ -179,8 +223,9 @@ def _dask_runs(args):
 
 def _cmd_mixing_time(args) -> int:
     from mixsim._dask import mixing_times
+    from mixsim.report import strict_json
 
-    with _dask_runs(args) as map_runs:
+    with _blame_set(), _dask_runs(args) as map_runs:
         results = mixing_times([args.protocol], args.workers, map_runs=map_runs,
                                **_mixing_kwargs(args))[args.protocol]
     method = results[0].method if len({r.method for r in results}) == 1 else "auto"
@@ -193,7 +238,8 @@ def _cmd_mixing_time(args) -> int:
         rows = [r.as_dict() for r in results]
         for row, check in zip(rows, checks or [], strict=False):
             row["lemma1"] = _lemma1_dict(check)
-        print(json.dumps({"protocol": args.protocol, "method": method, "results": rows}))
+        payload = {"protocol": args.protocol, "method": method, "results": rows}
+        print(json.dumps(strict_json(payload), allow_nan=False))
     else:
         _print_table(args.protocol, method, results)
         for r, check in zip(results, checks or [], strict=False):
@@ -242,8 +288,9 @@ def _lemma1_dict(check) -> dict:
 def _cmd_compare(args) -> int:
     from mixsim._dask import mixing_times
     from mixsim.plotting import plot_mixing_times
+    from mixsim.report import strict_json
 
-    with _dask_runs(args) as map_runs:
+    with _blame_set(), _dask_runs(args) as map_runs:
         all_results = mixing_times(args.protocols, args.workers, map_runs=map_runs,
                                    **_mixing_kwargs(args))
     if args.plot:
@@ -251,7 +298,7 @@ def _cmd_compare(args) -> int:
     if args.json:
         payload = {name: {"method": rows[0].method, "results": [r.as_dict() for r in rows]}
                    for name, rows in all_results.items()}
-        print(json.dumps(payload))
+        print(json.dumps(strict_json(payload), allow_nan=False))
     else:
         for name, rows in all_results.items():
             _print_table(name, rows[0].method, rows)
@@ -259,26 +306,28 @@ def _cmd_compare(args) -> int:
 
 
 def _mixing_options(sub) -> None:
-    sub.add_argument("--workers", type=int, nargs="+", default=[8], metavar="N",
+    sub.add_argument("--workers", type=_at_least(1), nargs="+", default=[8], metavar="N",
                      help="numbers of workers (default 8)")
-    sub.add_argument("--runs", type=int, default=100, help="runs for montecarlo (default 100)")
-    sub.add_argument("--seed", type=int, default=0, help="seed of the first run (default 0)")
+    sub.add_argument("--runs", type=_at_least(1), default=100,
+                     help="runs for montecarlo (default 100)")
+    sub.add_argument("--seed", type=_at_least(0), default=0,
+                     help="seed of the first run (default 0)")
     sub.add_argument("--method", default="auto",
                      choices=["auto", "trace", "montecarlo", "spectral"])
     sub.add_argument("--set", action="append", metavar="KEY=VALUE",
                      help="protocol parameter override (repeatable)")
-    sub.add_argument("--starts", type=int, default=None,
+    sub.add_argument("--starts", type=_at_least(1), default=None,
                      help="window starts checked per run (default: n up to 256 slots, "
                           "then 65536 / n, at least 16)")
     sub.add_argument("--scan", default="auto", choices=["auto", "exact", "probes"],
                      help="exact dense scan, probe scan, or exact up to 256 slots (default)")
-    sub.add_argument("--coords", type=int, default=None,
+    sub.add_argument("--coords", type=_at_least(1), default=None,
                      help="coordinates simulated (default 1; 16 for sparsified protocols)")
     sub.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     sub.add_argument("--plot", metavar="FILE.png", help="plot t_mix against workers")
     sub.add_argument("--scheduler", metavar="ADDRESS",
                      help="run the Monte Carlo runs on this Dask cluster (tcp://HOST:PORT)")
-    sub.add_argument("--dask-workers", type=int, metavar="K",
+    sub.add_argument("--dask-workers", type=_at_least(1), metavar="K",
                      help="run the Monte Carlo runs on a local Dask cluster of K processes")
 
 
@@ -286,6 +335,10 @@ def _cmd_sweep(args) -> int:
     from mixsim.sweep import load_sweep, run_sweep
 
     sweep = load_sweep(args.sweep)
+    if args.out:
+        from mixsim.report import check_out_dir
+
+        check_out_dir(args.out)
     progress = not args.quiet and sys.stderr.isatty()
     if args.serial:
         if args.scheduler or args.workers:
@@ -320,6 +373,10 @@ def _cmd_plot(args) -> int:
     from mixsim.sweep import plot_sweep
 
     out = args.out or str(Path(args.sweep_dir) / f"{args.metric}-vs-{args.x}.png")
+    if args.out:
+        from mixsim.report import make_out_dir
+
+        make_out_dir(Path(args.out).parent)
     plot_sweep(args.sweep_dir, out, metric=args.metric, x=args.x, group=args.group,
                rows=args.rows, logx=args.logx, logy=args.logy)
     print(out)
@@ -345,7 +402,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--out", help="output folder (default: the scenario's outputs.dir)")
     sub.add_argument("--set", action="append", metavar="KEY=VALUE",
                      help="override a dotted scenario key, e.g. optimizer.method.lr=0.01")
-    sub.add_argument("--seed", type=int, default=None, help="override the scenario's seed")
+    sub.add_argument("--seed", type=_at_least(0), default=None,
+                     help="override the scenario's seed")
     sub.add_argument("--quiet", action="store_true", help="no progress bar, no summary line")
     sub.add_argument("--overwrite", action="store_true",
                      help="replace the outputs of another scenario in the output folder")
@@ -377,7 +435,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--out", help="output folder (default out/NAME)")
     sub.add_argument("--scheduler", metavar="ADDRESS",
                      help="an existing Dask cluster (tcp://HOST:PORT); default: a local one")
-    sub.add_argument("--workers", "--dask-workers", dest="workers", type=int, metavar="K",
+    sub.add_argument("--workers", "--dask-workers", dest="workers", type=_at_least(1),
+                     metavar="K",
                      help="processes of the local Dask cluster (default: number of cores)")
     sub.add_argument("--retry-failed", action="store_true",
                      help="run again the points recorded as failed")
@@ -405,7 +464,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return args.func(args)
+        if getattr(args, "quiet", False):
+            return args.func(args)
+        from mixsim._numba import announce_compilation
+
+        with announce_compilation():
+            return args.func(args)
     except MixsimError as exc:
         print(f"mixsim: error: {exc}", file=sys.stderr)
         return 2

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -25,6 +26,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import scipy.sparse as sp
 
+from mixsim import _memory
 from mixsim.errors import ConfigError
 
 __all__ = [
@@ -227,9 +229,17 @@ def _group_shifts(rng, samples, features, groups, heterogeneity):
     return membership, shifts
 
 
+def _require_table(samples: int, features: int) -> None:
+    # The generator holds the features, their shifts and the standardized split: three
+    # float64 tables of samples x features.
+    _memory.require(3 * 8.0 * samples * features,
+                    f"{samples:,} samples x {features:,} features", key="data.samples")
+
+
 def _synthetic_linear(spec, rng):
     samples = _integer(spec, "samples", 1000, 2)
     features = _integer(spec, "features", 20, 1)
+    _require_table(samples, features)
     noise = _number(spec, "noise", 0.1)
     heterogeneity = _number(spec, "heterogeneity", 0.0)
     groups = _integer(spec, "groups", 10, 1)
@@ -247,6 +257,7 @@ def _synthetic_linear(spec, rng):
 def _synthetic_classification(spec, rng):
     samples = _integer(spec, "samples", 1000, 2)
     features = _integer(spec, "features", 20, 1)
+    _require_table(samples, features)
     classes = _integer(spec, "classes", 2, 2)
     heterogeneity = _number(spec, "heterogeneity", 0.0)
     groups = _integer(spec, "groups", 10, 1)
@@ -269,7 +280,7 @@ def _libsvm(spec, rng):
     try:
         A, y = load_svmlight_file(path, n_features=n_features, dtype=np.float64)
     except (ValueError, OSError) as exc:
-        raise ConfigError(f"cannot read LibSVM file {path}: {exc}", key="data.path") from exc
+        raise ConfigError(f"cannot read LibSVM file {path}: {exc}", key="data.path") from None
     if A.shape[0] * A.shape[1] <= DENSE_LIMIT:
         A = A.toarray()
     return A, y, _task(spec, "classification"), None
@@ -278,10 +289,15 @@ def _libsvm(spec, rng):
 def _npz(spec, rng):
     path = _path(spec)
     x_key, y_key = spec.get("x", "X"), spec.get("y", "y")
+    # np.load takes a file that is not a zip archive for a pickle (and refuses it with a
+    # message about pickles): say what is wrong instead.
+    if not zipfile.is_zipfile(path):
+        raise ConfigError(f"{path} is not a .npz file (a zip archive of .npy arrays)",
+                          key="data.path")
     try:
         archive = np.load(path, allow_pickle=False)
     except (ValueError, OSError) as exc:
-        raise ConfigError(f"cannot read npz file {path}: {exc}", key="data.path") from exc
+        raise ConfigError(f"cannot read npz file {path}: {exc}", key="data.path") from None
     with archive:
         for option, key in (("x", x_key), ("y", y_key)):
             if key not in archive.files:
@@ -289,7 +305,20 @@ def _npz(spec, rng):
                     f"array {key!r} not in {path}; it holds: {', '.join(archive.files)}",
                     key=f"data.{option}",
                 )
-        A, y = archive[x_key], archive[y_key]
+        arrays = []
+        for option, key in (("x", x_key), ("y", y_key)):
+            try:
+                arrays.append(archive[key])
+            except (ValueError, OSError, zipfile.BadZipFile) as exc:
+                # Object arrays are pickles: never unpickled (a file could run code).
+                what = "holds Python objects (never unpickled): save numbers" if \
+                    "allow_pickle" in str(exc) else f"cannot be read: {exc}"
+                raise ConfigError(f"array {key!r} of {path} {what}",
+                                  key=f"data.{option}") from None
+        A, y = arrays
+    if A.dtype.kind not in "biuf" or y.dtype.kind not in "biuf":
+        raise ConfigError(f"{path}: arrays {x_key!r} and {y_key!r} must hold numbers, got "
+                          f"dtypes {A.dtype} and {y.dtype}", key="data.x")
     if A.ndim != 2 or y.ndim != 1 or A.shape[0] != y.shape[0]:
         raise ConfigError(
             f"{path}: need {x_key!r} of shape (n, p) and {y_key!r} of shape (n,), got "
@@ -458,6 +487,7 @@ def load_dataset(spec: Mapping[str, Any] | str, *, seed: int | None) -> Dataset:
     generate_seed, split_seed = np.random.SeedSequence(seed).spawn(2)
     loaded = _Loaded(*loader(spec, np.random.default_rng(generate_seed)))
     A, y, task, groups = loaded.A, loaded.y, loaded.task, loaded.groups
+    _check_values(A, y, task, spec)
     n_classes = None
     if task == "classification":
         _, y = np.unique(y, return_inverse=True)
@@ -493,6 +523,26 @@ def load_dataset(spec: Mapping[str, Any] | str, *, seed: int | None) -> Dataset:
         groups_test=None if groups is None else groups[test],
         sample_shape=loaded.sample_shape,
     )
+
+
+def _check_values(A, y, task, spec) -> None:
+    """Refuse data that cannot be learned from: too few rows, non-finite values."""
+    origin = spec.get("path", f"dataset {spec['name']!r}")
+    key = "data.path" if "path" in spec else "data.name"
+    if A.shape[0] < 2:
+        raise ConfigError(f"{origin} holds {A.shape[0]} rows; at least 2 are needed", key=key)
+    values = A.data if sp.issparse(A) else A
+    bad = ~np.isfinite(values)
+    if bad.any():
+        if sp.issparse(A):
+            coo = A.tocoo()
+            row, column = int(coo.row[bad][0]), int(coo.col[bad][0])
+        else:
+            row, column = (int(i) for i in np.argwhere(bad)[0])
+        raise ConfigError(f"{origin} has {int(bad.sum())} non-finite feature values (the "
+                          f"first, {values[bad][0]}, at row {row}, column {column})", key=key)
+    if task == "regression" and not np.all(np.isfinite(np.asarray(y, dtype=np.float64))):
+        raise ConfigError(f"{origin} has non-finite targets", key=key)
 
 
 def _split(y, task, test_fraction, split_seed):

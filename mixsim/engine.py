@@ -19,6 +19,7 @@ from functools import partial
 import numpy as np
 import simpy
 
+from mixsim import _memory
 from mixsim.blocks import BLOCKS, BlockContext
 from mixsim.errors import DivergenceError, ProtocolError
 from mixsim.operators import _apply_rows, _apply_sequence
@@ -98,6 +99,8 @@ class Simulation:
             np.random.default_rng(s) for s in streams
         )
         self.layout = build_layout(self.protocol, self.n)
+        _memory.require(self.layout.size * (3 * 8.0 * self.d + _memory.BYTES_PER_SLOT),
+                        f"{self.layout.size:,} slots x {self.d:,} coordinates", key="workers")
         spec = self.protocol.spec
         consensus = Consensus(self.layout, spec.consensus.average, spec.consensus.absorb)
         for key, group in (("consensus.average", consensus.average),
@@ -120,7 +123,8 @@ class Simulation:
             raise ProtocolError(f"schedule {self.schedule!r}: allowed sync, async",
                                 source=self.protocol.source, key="schedule")
         self._context = BlockContext(self.layout, rng_blocks, self.protocol.source)
-        self._rules = self._build_rules()
+        with self.protocol.blame_given():
+            self._rules = self._build_rules()
         self._step_rules = self._rules["step"]
         self._view_rows = self._owner_rows(spec.view, "view")
         self._setup_target()

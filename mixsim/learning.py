@@ -15,13 +15,14 @@ from pathlib import Path
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from mixsim import _memory
 from mixsim._section import section as _section
 from mixsim.engine import Simulation
 from mixsim.errors import ConfigError, DivergenceError
 from mixsim.metrics import METRICS
-from mixsim.placements import RunContext, Traffic, make_placement
+from mixsim.placements import RunContext, Traffic, _compressor, make_placement
 from mixsim.protocol import load_protocol
-from mixsim.scenario import Scenario, load_scenario
+from mixsim.scenario import Scenario, load_scenario, with_seed
 from mixsim.timing import ComputeTime, Links, Timing
 
 __all__ = ["RunResult", "run", "check_scenario", "METRICS"]
@@ -99,6 +100,12 @@ class _Learner:
         self.worker_problems = [self.problem.for_worker(w) for w in range(self.n)]
         self.d = self.problem.dim
         self.dtype = ds.A_train.dtype
+        with _section(source, "problem"):
+            # The state (a copy per slot, at least one per worker, twice: X and the
+            # recorded initial state) and each worker's optimizer moments and memory.
+            _memory.require(self.dtype.itemsize * self.d * (2 * self.n + 6 * self.n + 2),
+                            f"{self.d:,} model parameters x {self.n:,} workers",
+                            key="problem.params")
         self.batch = scenario.data.batch
         self.rngs = [np.random.default_rng(s) for s in
                      np.random.SeedSequence(worker_seed).spawn(self.n)]
@@ -112,6 +119,7 @@ class _Learner:
             self._build_sim(timing, engine_seed, x0)
         with _section(source, "optimizer"):
             self._build_optimizer(worker_seed)
+        self._initial_loss = None
         self._counted_events = 0
         self._op_bits: dict[int, tuple[str, float]] = {}
 
@@ -120,6 +128,8 @@ class _Learner:
         from mixsim.engine import build_layout
 
         layout = build_layout(self.protocol, self.n)
+        with _section(self.source, "timing"):
+            timing.links.check(layout)
         X0 = np.broadcast_to(x0, (layout.size, self.d)).copy()
         absorb = self.protocol.spec.consensus.absorb
         if absorb is not None:
@@ -143,6 +153,10 @@ class _Learner:
                              has_server=self.has_server, protocol_name=self.protocol.name,
                              traffic=self.traffic)
         offsets = self.problem.offsets if opt.layerwise else None
+        if opt.compressor.name != "none":
+            # Checks against d (top-k's k) name the compressor's key, not the optimizer's.
+            with _section(None, "compressor"):
+                _compressor(opt.compressor, 0, offsets).init(np.zeros(self.d, self.dtype))
         self.placement = make_placement(opt, context, worker_seed, offsets)
 
     # -- computation events ---------------------------------------------------------------
@@ -198,7 +212,8 @@ class _Learner:
         loss, grad = self.problem.loss_and_grad(x_bar, ds.A_train, ds.y_train)
         loss = float(loss)
         grad_norm = float(np.linalg.norm(grad))
-        accuracy = self.problem.accuracy(x_bar, ds.A_test, ds.y_test)
+        # test_fraction 0 holds out nothing: no test metric (NaN in the table).
+        accuracy = self.problem.accuracy(x_bar, ds.A_test, ds.y_test) if ds.n_test else None
         views = X[self.worker_rows].astype(np.float64)
         distance = float(np.mean(np.sum((views - x_bar) ** 2, axis=1)))
         step = self.sim.step
@@ -218,6 +233,13 @@ class _Learner:
         if not (np.isfinite(loss) and np.isfinite(grad_norm)):
             raise DivergenceError(step, f"loss {loss} and gradient norm {grad_norm} at the "
                                         "consensus model")
+        ratio = self.scenario.divergence.loss_ratio
+        if self._initial_loss is None:
+            self._initial_loss = loss
+        elif ratio is not None and self._initial_loss > 0 and loss > ratio * self._initial_loss:
+            raise DivergenceError(step, f"loss {loss:.4g} is above {ratio:g} times the "
+                                        f"initial loss {self._initial_loss:.4g} "
+                                        "(divergence.loss_ratio)")
         return row
 
     def total_steps(self) -> int:
@@ -315,13 +337,21 @@ def run(scenario, *, out=None, overrides: dict | None = None, seed: int | None =
 
         scenario = Scenario.model_validate(apply_overrides(scenario.model_dump(), overrides))
     if seed is not None:
-        scenario = scenario.model_copy(update={"seed": seed})
+        scenario = with_seed(scenario, seed)
     out_dir = Path(out) if out is not None else (
         Path(scenario.outputs.dir) if scenario.outputs.dir else None)
+    if out_dir is not None:
+        from mixsim.report import check_out_dir
+
+        check_out_dir(out_dir, "--out" if out is not None else
+                      ": ".join(part for part in (source, "outputs.dir") if part))
     started = time.perf_counter()
     # The simulated workers run one after another on small matrices: one BLAS thread is
     # faster than several fighting over the cores (and than oversubscribing Dask workers).
-    with threadpool_limits(limits=1):
+    # Overflow on the way to a divergence is reported once, by the divergence check with
+    # its step; NumPy's warnings would only print lines before it.
+    with threadpool_limits(limits=1), np.errstate(over="ignore", invalid="ignore",
+                                                  divide="ignore"):
         return _run(scenario, source, out_dir, started, progress, overwrite)
 
 

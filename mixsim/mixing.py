@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from mixsim import _memory
 from mixsim._numba import njit
 from mixsim._passages import FirstPassages
 from mixsim._probes import DELTA, ProbeScan, _gaussians, _replay, _replay_transpose
@@ -198,12 +199,21 @@ class MixingTime:
     xi: float
     theory: float | None
     method: str
-    samples: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    samples: np.ndarray = field(default_factory=lambda: np.zeros(0), repr=False)
     scan: str = "exact"
     failure_probability: float = 0.0
     xi_kind: str = "exact"
     starts: int | None = None
     undecided: int = 0
+
+    def __post_init__(self):
+        # Plain Python numbers (28, not np.float64(28.0)) in the repr and for the caller.
+        self.t_mix = _plain(self.t_mix)
+        self.xi = _plain(self.xi)
+        if self.theory is not None:
+            self.theory = _plain(self.theory)
+        if self.ci95 is not None:
+            self.ci95 = tuple(float(v) for v in self.ci95)
 
     def as_dict(self) -> dict:
         """The JSON form of the ``mixsim mixing-time`` contract."""
@@ -491,8 +501,10 @@ def mixing_time(protocol, workers=(8,), *, runs: int = 100, method: str = "auto"
             raise ProtocolError(f"{n!r} workers: must be an integer >= 1", key="workers")
     if not isinstance(runs, int) or runs < 1:
         raise ProtocolError(f"runs = {runs!r} must be an integer >= 1", key="runs")
-    if starts is not None and (not isinstance(starts, int | np.integer) or starts < 1):
-        raise ProtocolError(f"starts = {starts!r} must be an integer >= 1", key="starts")
+    for key, value in (("d", d), ("starts", starts)):
+        if value is not None and (not isinstance(value, int | np.integer) or value < 1):
+            raise ProtocolError(f"{key} = {value!r} must be an integer >= 1", key=key)
+    _memory.require(runs * _memory.BYTES_PER_RUN, f"{runs:,} runs", key="runs")
     protocol = load_protocol(protocol, params)
     if d is None:
         d = 16 if protocol.sparsify is not None else 1

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import difflib
 import math
+import re
+from contextlib import contextmanager
 from functools import cache
 from importlib import resources
 from pathlib import Path
@@ -139,15 +141,7 @@ def _resolve_path(protocol: str | Path) -> Path:
 
 def _read_spec(path: Path) -> ProtocolSpec:
     source = str(path)
-    try:
-        data = _yaml.load(path.read_text())
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}: " if mark is not None else ""
-        raise ProtocolError(f"{where}not valid YAML ({getattr(exc, 'problem', exc)})",
-                            source=source) from None
-    except OSError as exc:
-        raise ProtocolError(f"cannot read: {exc.strerror}", source=source) from None
+    data, _ = _yaml.read_file(path, what="protocol", error=ProtocolError)
     if not isinstance(data, dict):
         raise ProtocolError(f"a protocol file is a mapping, got {type(data).__name__}",
                             source=source)
@@ -196,6 +190,8 @@ def _coerce(name: str, spec: ParamSpec, value, source: str | None):
         raise ProtocolError(f"{value!r} is not a {spec.type}", source=source, key=key)
     if spec.type == "float":
         value = float(value)
+        if not math.isfinite(value):
+            raise ProtocolError(f"{value!r} is not a finite number", source=source, key=key)
     if spec.choices is not None and value not in spec.choices:
         allowed = ", ".join(map(str, spec.choices))
         raise ProtocolError(f"{value!r} is not allowed; choose one of {allowed}",
@@ -227,11 +223,16 @@ class Protocol:
         The file it was read from.
     sparsify : float or None
         Fraction ``eta`` of coordinates each event exchanges (``None``: all).
+    given : frozenset of str
+        The parameters the user set (an error in their value is the user's, not the
+        file's).
     """
 
     def __init__(self, spec: ProtocolSpec, params: dict, source: str, *, name: str,
-                 summary: str, theory: TheorySpec, sparsify=None, wrapper=None):
+                 summary: str, theory: TheorySpec, sparsify=None, wrapper=None,
+                 given=frozenset()):
         self.spec = spec
+        self.given = frozenset(given)
         self.params = params
         self.source = source
         self.name = name
@@ -301,6 +302,29 @@ class Protocol:
 
         return rounds
 
+    @contextmanager
+    def blame_given(self):
+        """Re-raise an error about a rule argument ``=NAME`` as one about the parameter
+        ``NAME`` when the user set it: the value is theirs, not the protocol file's.
+
+        The error then has no source and the key ``params.NAME``, for the caller to name
+        where the value came from (``--set NAME``, a scenario's ``protocol.params``).
+        """
+        try:
+            yield
+        except ProtocolError as exc:
+            match = re.fullmatch(r"communication\[(\d+)\]\.args\.(\w+)", exc.key or "")
+            if exc.source != self.source or match is None:
+                raise
+            rules = self.spec.communication
+            rule = int(match.group(1))
+            value = rules[rule].args.get(match.group(2)) if rule < len(rules) else None
+            name = value[1:].strip() if isinstance(value, str) and value[:1] == "=" else None
+            if name not in self.given:
+                raise
+            raise ProtocolError(f"{self.params[name]!r}: {exc.message}",
+                                key=f"params.{name}") from None
+
     def describe_params(self) -> dict[str, ParamSpec]:
         """Parameter specifications, including those of an extended base."""
         specs = dict(self.spec.params)
@@ -369,21 +393,30 @@ def load_protocol(protocol: str | Path | Protocol, params: dict | None = None) -
         if not params:
             return protocol
         protocol = protocol.source
-    params = dict(params or {})
+    return _load(protocol, dict(params or {}), ())
+
+
+def _load(protocol: str | Path, params: dict, chain: tuple[Path, ...]) -> Protocol:
+    """:func:`load_protocol`, with the files already on the ``extends`` chain."""
     path = _resolve_path(protocol)
     spec = _read_spec(path)
     source = str(path)
+    if path.resolve() in chain:
+        names = " -> ".join(str(p) for p in (*chain, path.resolve()))
+        raise ProtocolError(f"'extends' makes a cycle: {names}", source=str(chain[-1]),
+                            key="extends")
     own = _resolve_params(spec, params, source, allow_extra=spec.extends is not None)
+    given = frozenset(params)
     if spec.extends is None:
         return Protocol(spec, own, source, name=spec.name, summary=spec.summary,
-                        theory=spec.theory)
+                        theory=spec.theory, given=given)
     wrapper_view = Protocol(spec, own, source, name=spec.name, summary=spec.summary,
                             theory=spec.theory)
     base_name = wrapper_view.evaluate(spec.extends, 1, "extends")
     rest = {k: v for k, v in params.items() if k not in spec.params}
     if base_name == spec.name:
         raise ProtocolError("a protocol cannot extend itself", source=source, key="extends")
-    base = load_protocol(base_name, rest)
+    base = _load(base_name, rest, (*chain, path.resolve()))
     eta = wrapper_view.evaluate(spec.sparsify, 1, "sparsify") if spec.sparsify else None
     theory = spec.theory
     if isinstance(theory.t_mix, str) and "base_t_mix" in theory.t_mix:
@@ -395,7 +428,8 @@ def load_protocol(protocol: str | Path | Protocol, params: dict | None = None) -
         if base.theory.t_mix is None:
             theory = TheorySpec(t_mix=None, kind="none", note=theory.note)
     merged = Protocol(base.spec, {**base.params, **own}, base.source, name=spec.name,
-                      summary=spec.summary, theory=theory, sparsify=eta, wrapper=spec)
+                      summary=spec.summary, theory=theory, sparsify=eta, wrapper=spec,
+                      given=given)
     return merged
 
 
@@ -413,11 +447,13 @@ def _resolve_params(spec: ProtocolSpec, given: dict, source: str, *, allow_extra
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         allowed = ", ".join(spec.params) or "none"
         raise ProtocolError(f"unknown parameter {name!r}{hint}; {spec.name} takes: {allowed}",
-                            source=source, key=f"params.{name}")
+                            key=f"params.{name}")
     values = {}
     for name, param in spec.params.items():
         value = given.get(name, param.default)
-        values[name] = _coerce(name, param, value, source) if value is not None else None
+        # A value the user gave is theirs to fix: no file is named.
+        where = None if name in given else source
+        values[name] = _coerce(name, param, value, where) if value is not None else None
     return values
 
 

@@ -21,9 +21,78 @@ from mixsim import bounds
 from mixsim.errors import ConfigError
 from mixsim.metrics import METRICS
 
-__all__ = ["Writer", "summary", "scenario_fingerprint"]
+__all__ = ["Writer", "summary", "scenario_fingerprint", "format_number", "strict_json",
+           "check_out_dir"]
 
 _PACKAGES = ("mixsim", "numpy", "scipy", "simpy", "numba", "networkx", "scikit-learn")
+
+
+def format_number(value) -> str:
+    """A number as a person reads it: integers whole with thousands separators
+    (``52,672,900,000,000``, not ``5.26729e+13``), others to four significant digits, and
+    ``-`` for none."""
+    if value is None:
+        return "-"
+    value = float(value)
+    if not np.isfinite(value):
+        return str(value)
+    if value.is_integer() and abs(value) < 1e18:
+        return f"{int(value):,}"
+    if abs(value) >= 1000:
+        return f"{value:,.1f}"
+    if abs(value) >= 1e-3:
+        return f"{value:.4g}"
+    return f"{value:.3e}"
+
+
+def strict_json(value):
+    """``value`` with its non-finite numbers made strict JSON: ``inf`` and ``-inf`` become
+    the strings ``"inf"`` and ``"-inf"`` (the default bandwidth is infinite), NaN becomes
+    ``null``. ``json.dumps(..., allow_nan=False)`` then cannot write ``Infinity``."""
+    if isinstance(value, dict):
+        return {key: strict_json(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [strict_json(item) for item in value]
+    if isinstance(value, float | np.floating) and not np.isfinite(value):
+        return None if np.isnan(value) else ("inf" if value > 0 else "-inf")
+    return value
+
+
+def check_out_dir(path, name: str = "--out") -> None:
+    """Raise :class:`ConfigError` unless the folder ``path`` exists or can be made.
+
+    Nothing is created: the nearest existing ancestor must be a folder this process can
+    write in.
+
+    Parameters
+    ----------
+    path : str or Path
+        The output folder.
+    name : str
+        Where it was given (``--out``, ``outputs.dir``), for the message.
+    """
+    path = Path(path)
+    probe = path
+    while not probe.exists() and probe.parent != probe:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise ConfigError(f"{path}: cannot make the folder, {probe} is a file",
+                          source=name)
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise ConfigError(f"{path}: cannot make the folder, {probe} is not writable",
+                          source=name)
+
+
+def make_out_dir(path, name: str = "--out") -> Path:
+    """Make the folder ``path`` (and its parents); :class:`ConfigError` when it cannot."""
+    path = Path(path)
+    check_out_dir(path, name)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot make the folder ({exc.strerror})",
+                          source=name) from None
+    return path
 
 
 def _atomic_write(path: Path, text: str) -> None:
@@ -120,11 +189,10 @@ class Writer:
     """
 
     def __init__(self, out_dir: Path, scenario, *, overwrite: bool = False):
-        self.out_dir = Path(out_dir)
         fingerprint = scenario_fingerprint(scenario)
         if not overwrite:
-            _check_owner(self.out_dir, fingerprint)
-        self.out_dir.mkdir(parents=True, exist_ok=True)
+            _check_owner(Path(out_dir), fingerprint)
+        self.out_dir = make_out_dir(out_dir)
         _atomic_write(self.out_dir / "summary.json", json.dumps(
             {"name": scenario.name, "complete": False, "status": "running",
              "scenario_sha256": fingerprint}, indent=2) + "\n")
@@ -139,8 +207,8 @@ class Writer:
         self.write_metrics(result.rows)
         if result.scenario.outputs.plots and result.rows:
             plot_run(result, self.out_dir / "curves.png")
-        _atomic_write(self.out_dir / "summary.json",
-                      json.dumps(result.summary, indent=2, sort_keys=True) + "\n")
+        _atomic_write(self.out_dir / "summary.json", json.dumps(
+            strict_json(result.summary), indent=2, sort_keys=True, allow_nan=False) + "\n")
 
 
 _THEOREMS = {"theorem1": "Theorem 1 (eq. 9)", "theorem2": "Theorem 2 (eq. 13)"}

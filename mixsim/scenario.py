@@ -8,15 +8,19 @@ every key. Every error names the file, the line where it can, the key and the ba
 from __future__ import annotations
 
 import difflib
+import math
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
+    AllowInfNan,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
+    StrictBool,
     ValidationError,
     field_validator,
     model_validator,
@@ -25,11 +29,26 @@ from pydantic import (
 from mixsim import _yaml
 from mixsim.errors import ConfigError
 
-__all__ = ["Scenario", "load_scenario", "apply_overrides", "resolve_paths"]
+__all__ = ["Scenario", "load_scenario", "apply_overrides", "resolve_paths", "with_seed"]
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+def _not_a_boolean(value):
+    # YAML's `true` would otherwise pass for the number 1.
+    if isinstance(value, bool):
+        raise ValueError("a number is needed, not true/false")
+    return value
+
+
+#: An integer that is not a boolean.
+Int = Annotated[int, BeforeValidator(_not_a_boolean)]
+#: A finite number that is not a boolean (``.inf`` and ``.nan`` are refused).
+Finite = Annotated[float, AllowInfNan(False), BeforeValidator(_not_a_boolean)]
+#: A number that is not a boolean; infinity allowed where it means "none" (bandwidth).
+Number = Annotated[float, BeforeValidator(_not_a_boolean)]
 
 
 class ProtocolSection(_Strict):
@@ -41,16 +60,34 @@ class ProtocolSection(_Strict):
 
 class ComputeSection(_Strict):
     distribution: Literal["constant", "exponential", "lognormal"] = "exponential"
-    mean: float = Field(1.0, gt=0)
-    sigma: float = Field(0.5, ge=0)
-    stragglers: float = Field(0.0, ge=0, le=1)
-    slowdown: float = Field(4.0, ge=1)
+    mean: Finite = Field(1.0, gt=0)
+    sigma: Finite = Field(0.5, ge=0)
+    stragglers: Finite = Field(0.0, ge=0, le=1)
+    slowdown: Finite = Field(4.0, ge=1)
+
+
+def _endpoint(value):
+    if isinstance(value, bool) or not isinstance(value, int | str) or (
+            isinstance(value, int) and value < 0):
+        raise ValueError("an endpoint is a worker index >= 0 or a slot group (server)")
+    return value
+
+
+_Endpoint = Annotated[int | str, BeforeValidator(_endpoint)]
+
+
+class LinkOverride(_Strict):
+    """One entry of ``timing.links.overrides``: the link between two nodes."""
+
+    between: tuple[_Endpoint, _Endpoint]
+    latency: Finite | None = Field(None, ge=0)
+    bandwidth: Number | None = Field(None, gt=0)
 
 
 class LinksSection(_Strict):
-    latency: float = Field(0.0, ge=0)
-    bandwidth: float = Field(float("inf"), gt=0)
-    overrides: list[dict[str, Any]] = Field(default_factory=list)
+    latency: Finite = Field(0.0, ge=0)
+    bandwidth: Number = Field(float("inf"), gt=0)
+    overrides: list[LinkOverride] = Field(default_factory=list)
 
 
 class TimingSection(_Strict):
@@ -65,8 +102,8 @@ class ProblemSection(_Strict):
 
 class PartitionSection(_Strict):
     method: Literal["iid", "label", "dirichlet"] = "iid"
-    alpha: float = Field(0.5, gt=0)
-    shards: int = Field(2, ge=1)
+    alpha: Finite = Field(0.5, gt=0)
+    shards: Int = Field(2, ge=1)
     by: Literal["auto", "label", "group"] = "auto"
 
 
@@ -76,7 +113,7 @@ class DataSection(BaseModel):
     model_config = ConfigDict(extra="allow")
     name: str = "digits"
     partition: PartitionSection = Field(default_factory=PartitionSection)
-    batch: int | None = Field(32, ge=1)
+    batch: Int | None = Field(32, ge=1)
 
 
 class CompressorSection(BaseModel):
@@ -92,14 +129,17 @@ class MethodSection(BaseModel):
     name: str = "amsgrad"
     lr: float | str = 1e-3
 
-    @field_validator("lr")
+    @field_validator("lr", mode="before")
     @classmethod
     def _lr(cls, value):
-        if isinstance(value, str) and value != "corollary1":
-            raise ValueError("lr is a number >= 0 or 'corollary1'")
-        if not isinstance(value, str) and not value >= 0:
-            raise ValueError("lr must be >= 0")
-        return value
+        if isinstance(value, str):
+            if value != "corollary1":
+                raise ValueError("lr is a number >= 0 or 'corollary1'")
+            return value
+        value = _not_a_boolean(value)
+        if not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
+            raise ValueError("lr must be a finite number >= 0 (or 'corollary1')")
+        return float(value)
 
 
 class OptimizerSection(_Strict):
@@ -109,29 +149,36 @@ class OptimizerSection(_Strict):
     compressor: CompressorSection = Field(default_factory=CompressorSection)
     memory: Literal["none", "error-feedback", "markov", "ef21"] = "none"
     method: MethodSection = Field(default_factory=MethodSection)
-    layerwise: bool = False
+    layerwise: StrictBool = False
 
 
 class OutputsSection(_Strict):
     dir: str | None = None
-    plots: bool = True
-    measure_mixing: bool = True
+    plots: StrictBool = True
+    measure_mixing: StrictBool = True
+
+
+class DivergenceSection(_Strict):
+    """``divergence:`` - when a run counts as diverged (besides a non-finite value)."""
+
+    loss_ratio: Finite | None = Field(1e4, gt=1)
 
 
 class Scenario(_Strict):
     """The schema of a scenario file (see ``docs/scenarios.md``)."""
 
     name: str = "scenario"
-    seed: int = Field(0, ge=0)
+    seed: Int = Field(0, ge=0)
     protocol: ProtocolSection = Field(default_factory=ProtocolSection)
-    workers: int = Field(8, ge=1)
+    workers: Int = Field(8, ge=1)
     timing: TimingSection = Field(default_factory=TimingSection)
     problem: ProblemSection = Field(default_factory=ProblemSection)
     data: DataSection = Field(default_factory=DataSection)
     optimizer: OptimizerSection = Field(default_factory=OptimizerSection)
-    steps: int | None = Field(None, ge=1)
-    epochs: float | None = Field(None, gt=0)
-    eval_every: int = Field(100, ge=1)
+    steps: Int | None = Field(None, ge=1)
+    epochs: Finite | None = Field(None, gt=0)
+    eval_every: Int = Field(100, ge=1)
+    divergence: DivergenceSection = Field(default_factory=DivergenceSection)
     outputs: OutputsSection = Field(default_factory=OutputsSection)
 
     @model_validator(mode="after")
@@ -146,9 +193,10 @@ class Scenario(_Strict):
 _SECTIONS = {
     (): Scenario, ("protocol",): ProtocolSection, ("timing",): TimingSection,
     ("timing", "compute"): ComputeSection, ("timing", "links"): LinksSection,
+    ("timing", "links", "overrides", "*"): LinkOverride,
     ("problem",): ProblemSection, ("data",): DataSection,
     ("data", "partition"): PartitionSection, ("optimizer",): OptimizerSection,
-    ("outputs",): OutputsSection,
+    ("outputs",): OutputsSection, ("divergence",): DivergenceSection,
 }
 
 
@@ -184,14 +232,21 @@ def unknown_key_error(loc: tuple, allowed: list[str], where: str) -> ConfigError
                        key=".".join(str(p) for p in loc))
 
 
-def _error_from_validation(exc: ValidationError, source: str, lines: dict) -> ConfigError:
+def _error_from_validation(exc: ValidationError, source: str, lines: dict,
+                           overridden=()) -> ConfigError:
     error = exc.errors()[0]
     loc = tuple(error["loc"])
     key = ".".join(str(p) for p in loc) or "(top level)"
     line = next((lines[loc[:i]] for i in range(len(loc), 0, -1) if loc[:i] in lines), None)
     where = f"{source}:{line}" if line else source
+    # A value given with --set is the argument's fault, not the file's.
+    given = next((dotted for dotted in overridden if key == dotted
+                  or key.startswith(dotted + ".") or dotted.startswith(key + ".")), None)
+    if given is not None:
+        where = f"--set {given}"
+        key = None if key == given else key
     if error["type"] == "extra_forbidden":
-        model = _SECTIONS.get(loc[:-1])
+        model = _SECTIONS.get(tuple("*" if isinstance(p, int) else p for p in loc[:-1]))
         return unknown_key_error(loc, list(model.model_fields) if model else [], where)
     message = error["msg"].removeprefix("Value error, ")
     if "input" in error and error["type"] != "missing":
@@ -214,7 +269,7 @@ def apply_overrides(data: dict, overrides: dict[str, Any]) -> dict:
             if child is None:
                 child = node[part] = {}
             if not isinstance(child, dict):
-                raise ConfigError(f"{part!r} is not a section", key=dotted)
+                raise ConfigError(f"{part!r} is not a section", source=f"--set {dotted}")
             node = child
         node[parts[-1]] = value
     return data
@@ -283,17 +338,7 @@ def load_scenario(path, overrides: dict[str, Any] | None = None) -> Scenario:
     (:func:`resolve_paths`); those in ``overrides`` to the working folder.
     """
     source = str(path)
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError("no such scenario file", source=source)
-    text = path.read_text()
-    try:
-        data = _yaml.load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{source}:{mark.line + 1}" if mark is not None else source
-        raise ConfigError(f"not valid YAML ({getattr(exc, 'problem', exc)})",
-                          source=where) from None
+    data, text = _yaml.read_file(path, what="scenario")
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -302,4 +347,11 @@ def load_scenario(path, overrides: dict[str, Any] | None = None) -> Scenario:
     try:
         return Scenario.model_validate(data)
     except ValidationError as exc:
-        raise _error_from_validation(exc, source, _key_lines(text)) from None
+        raise _error_from_validation(exc, source, _key_lines(text), overrides or ()) from None
+
+
+def with_seed(scenario: Scenario, seed) -> Scenario:
+    """A copy of ``scenario`` with another seed (an integer >= 0, else :class:`ConfigError`)."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ConfigError(f"{seed!r}: must be an integer >= 0", key="seed")
+    return scenario.model_copy(update={"seed": seed})

@@ -30,10 +30,9 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import numpy as np
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from mixsim import _yaml
+from mixsim import _memory, _yaml
 from mixsim.errors import ConfigError, DivergenceError
 from mixsim.metrics import METRICS
 from mixsim.scenario import (
@@ -186,17 +185,7 @@ def point_key(kind: str, config: dict) -> str:
 
 
 def _read_yaml(path: Path, what: str) -> tuple[Any, str]:
-    source = str(path)
-    if not path.is_file():
-        raise ConfigError(f"no such {what} file", source=source)
-    text = path.read_text()
-    try:
-        return _yaml.load(text), text
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{source}:{mark.line + 1}" if mark is not None else source
-        raise ConfigError(f"not valid YAML ({getattr(exc, 'problem', exc)})",
-                          source=where) from None
+    return _yaml.read_file(path, what=what)
 
 
 def _where(source: str, lines: dict, *paths) -> str:
@@ -250,6 +239,9 @@ def load_sweep(path) -> Sweep:
     axes = list(spec.grid) + list(spec.zip)
     sweep = Sweep(spec.name, spec.kind, source, axes)
     base, base_source, base_lines = _base(spec, path, lines)
+    count = _point_count(spec)
+    _memory.require(count * _memory.BYTES_PER_POINT, f"{count:,} sweep points (grid x zip x "
+                    "seeds)", key="grid", source=source)
     seeds = _seeds(spec, base, _where(source, lines, ("seeds",)))
     grid_rows = list(itertools.product(*(enumerate(v) for v in spec.grid.values())))
     zip_rows = list(zip(*(enumerate(v) for v in spec.zip.values()), strict=True)) \
@@ -357,6 +349,13 @@ def _base(spec: SweepFile, path: Path, lines: dict) -> tuple[dict, str, dict]:
         raise ConfigError(f"a scenario is a mapping, got {type(data).__name__}",
                           source=str(base_path))
     return resolve_paths(data, base_path.parent), str(base_path), _key_lines(text)
+
+
+def _point_count(spec: SweepFile) -> int:
+    """How many points the sweep file makes, counted before any is made."""
+    seeds = spec.seeds if isinstance(spec.seeds, int) else len(spec.seeds or [0])
+    zipped = max((len(values) for values in spec.zip.values()), default=1)
+    return math.prod(len(values) for values in spec.grid.values()) * zipped * max(seeds, 1)
 
 
 def _seeds(spec: SweepFile, base: dict, where: str) -> list[int]:

@@ -7,6 +7,7 @@ nodes takes the link's latency plus its size over the link's bandwidth.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -55,13 +56,15 @@ class ComputeTime:
                 key="timing.compute.distribution",
             )
         checks = (
-            ("mean", self.mean > 0, "> 0"),
-            ("sigma", self.sigma >= 0, ">= 0"),
-            ("stragglers", 0 <= self.stragglers <= 1, "in [0, 1]"),
-            ("slowdown", self.slowdown >= 1, ">= 1"),
+            ("mean", lambda v: v > 0, "finite and > 0"),
+            ("sigma", lambda v: v >= 0, "finite and >= 0"),
+            ("stragglers", lambda v: 0 <= v <= 1, "in [0, 1]"),
+            ("slowdown", lambda v: v >= 1, "finite and >= 1"),
         )
         for name, ok, allowed in checks:
-            if not ok:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not (
+                    math.isfinite(value) and ok(value)):
                 raise ConfigError(
                     f"{getattr(self, name)!r} is not allowed; must be {allowed}",
                     key=f"timing.compute.{name}",
@@ -97,12 +100,14 @@ class Links:
     Parameters
     ----------
     latency : float
-        Default one-way latency (simulated seconds), >= 0.
+        Default one-way latency (simulated seconds), finite and >= 0.
     bandwidth : float
         Default bandwidth in bytes per simulated second, > 0 (``inf`` for none).
     overrides : list of dict
         Per-link values: ``{"between": [a, b], "latency": ..., "bandwidth": ...}`` where
-        ``a`` and ``b`` are worker indices or ``"server"``.
+        ``a`` and ``b`` are worker indices or slot groups of the protocol (``"server"``;
+        ``"cache:2"`` names one slot of a group of several). Checked against the protocol
+        by :meth:`check`.
     """
 
     latency: float = 0.0
@@ -110,23 +115,53 @@ class Links:
     overrides: list = field(default_factory=list)
 
     def __post_init__(self):
-        if not self.latency >= 0:
-            raise ConfigError(f"{self.latency!r} must be >= 0", key="timing.links.latency")
-        if not self.bandwidth > 0:
-            raise ConfigError(f"{self.bandwidth!r} must be > 0", key="timing.links.bandwidth")
+        _check_latency(self.latency, "timing.links.latency")
+        _check_bandwidth(self.bandwidth, "timing.links.bandwidth")
         table = {}
         for k, item in enumerate(self.overrides):
-            try:
-                a, b = item["between"]
-            except (KeyError, TypeError, ValueError):
-                raise ConfigError(
-                    f"{item!r} needs 'between: [a, b]'", key=f"timing.links.overrides[{k}]"
-                ) from None
-            table[frozenset((a, b))] = (
-                float(item.get("latency", self.latency)),
-                float(item.get("bandwidth", self.bandwidth)),
-            )
+            key = f"timing.links.overrides[{k}]"
+            if not isinstance(item, dict):
+                raise ConfigError(f"{item!r} is not a mapping {{between: [a, b], latency, "
+                                  "bandwidth}", key=key)
+            unknown = sorted(set(item) - {"between", "latency", "bandwidth"})
+            if unknown:
+                raise ConfigError(f"unknown key {unknown[0]!r}; allowed: between, latency, "
+                                  "bandwidth", key=f"{key}.{unknown[0]}")
+            between = item.get("between")
+            if not isinstance(between, list | tuple) or len(between) != 2:
+                raise ConfigError(f"{between!r}: needs 'between: [a, b]'", key=f"{key}.between")
+            latency = item.get("latency")
+            latency = self.latency if latency is None else latency
+            bandwidth = item.get("bandwidth")
+            bandwidth = self.bandwidth if bandwidth is None else bandwidth
+            _check_latency(latency, f"{key}.latency")
+            _check_bandwidth(bandwidth, f"{key}.bandwidth")
+            ends = tuple(_node_name(end, f"{key}.between") for end in between)
+            table[frozenset(ends)] = (float(latency), float(bandwidth))
         object.__setattr__(self, "_table", table)
+
+    def check(self, layout) -> None:
+        """Raise :class:`ConfigError` for an override naming a node the protocol lacks.
+
+        Parameters
+        ----------
+        layout : mixsim.state.SlotLayout
+            The slot groups of the protocol for its number of workers.
+        """
+        groups = ", ".join(g for g in layout.groups if g != "workers") or "none"
+        allowed = f"worker indices 0 .. {layout.n_workers - 1}; slot groups: {groups}"
+        for k, item in enumerate(self.overrides):
+            for end in item["between"]:
+                node = _node_name(end, "")
+                if isinstance(node, int):
+                    ok = node < layout.n_workers
+                else:
+                    group, _, index = node.partition(":")
+                    ok = group in layout.groups and group != "workers" and \
+                        int(index) < layout.count(group)
+                if not ok:
+                    raise ConfigError(f"{end!r} is not a node of this protocol; allowed: "
+                                      f"{allowed}", key=f"timing.links.overrides[{k}].between")
 
     def delay(self, nodes, n_bytes: float) -> float:
         """Time for a message of ``n_bytes`` exchanged among ``nodes`` (slowest link)."""
@@ -141,6 +176,30 @@ class Links:
                 )
                 worst = max(worst, latency + n_bytes / bandwidth)
         return worst if len(nodes) > 1 else self.latency + n_bytes / self.bandwidth
+
+
+def _check_latency(value, key: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not (
+            math.isfinite(value) and value >= 0):
+        raise ConfigError(f"{value!r} must be a finite number >= 0", key=key)
+
+
+def _check_bandwidth(value, key: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        raise ConfigError(f"{value!r} must be a number > 0 (inf: no limit)", key=key)
+
+
+def _node_name(end, key: str):
+    """The engine's name of a link endpoint: a worker index, or ``group:index``."""
+    if isinstance(end, bool) or not isinstance(end, int | str) or (
+            isinstance(end, int) and end < 0):
+        raise ConfigError(f"{end!r} is not a worker index >= 0 or a slot group", key=key)
+    if isinstance(end, str):
+        group, colon, index = end.partition(":")
+        if colon and not index.isdigit():
+            raise ConfigError(f"{end!r}: a slot is written group:index", key=key)
+        return f"{group}:{int(index) if colon else 0}"
+    return end
 
 
 @dataclass(frozen=True)
