@@ -343,7 +343,7 @@ def load_scenario(path, overrides: dict[str, Any] | None = None) -> Scenario:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(f"a scenario is a mapping, got {type(data).__name__}", source=source)
-    data = apply_overrides(resolve_paths(data, path.parent), overrides or {})
+    data = apply_overrides(resolve_paths(data, Path(path).parent), overrides or {})
     try:
         return Scenario.model_validate(data)
     except ValidationError as exc:
