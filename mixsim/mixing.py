@@ -529,7 +529,11 @@ def _one_size(protocol, n, method, runs, seed, timing, starts, d, progress, map_
     if method == "auto":
         chosen = "trace" if _seed_free(protocol, n) else "montecarlo"
         if chosen == "trace" and _stationary(protocol, n):
-            theory = _theory(protocol, n)
+            try:
+                theory = _theory(protocol, n)
+            except ProtocolError:
+                # A bad parameter: the run below reports it where the user set it.
+                theory = None
             if theory is not None and theory > MAX_STEPS:
                 chosen = "spectral"
     if chosen == "spectral":

@@ -133,9 +133,12 @@ class MethodSection(BaseModel):
     @classmethod
     def _lr(cls, value):
         if isinstance(value, str):
-            if value != "corollary1":
-                raise ValueError("lr is a number >= 0 or 'corollary1'")
-            return value
+            if value == "corollary1":
+                return value
+            try:  # a number YAML 1.1 reads as text (1.0e6), as for every number key
+                value = float(value)
+            except ValueError:
+                raise ValueError("lr is a number >= 0 or 'corollary1'") from None
         value = _not_a_boolean(value)
         if not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
             raise ValueError("lr must be a finite number >= 0 (or 'corollary1')")
