@@ -1,14 +1,72 @@
-"""Compiler options shared by every numba kernel in mixsim (one place to change them)."""
+"""Compiler options shared by every numba kernel in mixsim (one place to change them).
+
+Kernels are cached on disk so a second process (a test run, a Dask worker) does not pay the
+compilation again. numba keys a cached kernel to the source file it is defined in only, yet
+a kernel inlines the kernels it calls from other modules: after an edit to
+``operators.py`` (or an upgrade of mixsim) the cached kernels of ``_passages`` would still
+run the old operator code. Here every kernel's cache entry is keyed instead to a digest of
+all of mixsim's sources, so any change anywhere in the package recompiles every kernel on
+first use (``tests/test_numba_cache.py``).
+"""
 
 from __future__ import annotations
 
+import hashlib
+from pathlib import Path
+
 import numba
+from numba.core import caching
+from numba.core.dispatcher import Dispatcher
 
-#: Options passed to ``numba.njit`` by every kernel: cached on disk so a second process
-#: (a test run, a Dask worker) does not pay the compilation again.
-JIT_OPTIONS = {"cache": True, "nogil": True}
+#: Options passed to ``numba.njit`` by every kernel (``cache`` is handled below).
+JIT_OPTIONS = {"nogil": True}
 
 
-def njit(func):
-    """Compile ``func`` with mixsim's standard options."""
-    return numba.njit(**JIT_OPTIONS)(func)
+def source_digest(package: Path) -> bytes:
+    """SHA-256 of every ``.py`` file under ``package``, names and contents, in sorted order."""
+    digest = hashlib.sha256()
+    for path in sorted(package.rglob("*.py")):
+        digest.update(path.relative_to(package).as_posix().encode())
+        digest.update(b"\0")
+        digest.update(path.read_bytes())
+        digest.update(b"\0")
+    return digest.digest()
+
+
+_DIGEST = source_digest(Path(__file__).resolve().parent)
+
+
+class _PackageStamp:
+    """Locator mixin: the freshness stamp of a cached kernel is the package digest."""
+
+    def get_source_stamp(self):
+        return _DIGEST
+
+
+def _stamped(locator: type) -> type:
+    return type(f"Package{locator.__name__}", (_PackageStamp, locator), {})
+
+
+class _CacheImpl(caching.CompileResultCacheImpl):
+    # numba's own search order (a user's NUMBA_CACHE_DIR first), package-stamped.
+    _locator_classes = [_stamped(cls) for cls in caching.CompileResultCacheImpl._locator_classes
+                        if issubclass(cls, caching._SourceFileBackedLocatorMixin)]
+
+
+class _FunctionCache(caching.FunctionCache):
+    _impl_class = _CacheImpl
+
+
+def njit(func=None, **options):
+    """Compile ``func`` with mixsim's standard options (plus ``options``), cached on disk.
+
+    Use as ``@njit`` or ``@njit(error_model="numpy")``.
+    """
+
+    def compile_(function):
+        dispatcher = numba.njit(**JIT_OPTIONS, **options)(function)
+        if isinstance(dispatcher, Dispatcher):  # not under NUMBA_DISABLE_JIT=1
+            dispatcher._cache = _FunctionCache(dispatcher.py_func)
+        return dispatcher
+
+    return compile_ if func is None else compile_(func)

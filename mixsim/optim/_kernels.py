@@ -18,19 +18,18 @@ from __future__ import annotations
 
 import math
 
-import numba
 import numpy as np
 from llvmlite import ir
 from numba.core import cgutils, types
 from numba.cpython.unsafe.numbers import trailing_zeros as _trailing_zeros
 from numba.extending import intrinsic
 
-from mixsim._numba import JIT_OPTIONS
+from mixsim import _numba
 
 # mixsim's standard options plus numpy's error model: a division by zero gives inf/NaN
 # instead of raising (kernels never raise), and the loops vectorise (the Python error
 # model's zero check blocks SIMD: the AMSGrad step runs 3-4x slower with it).
-njit = numba.njit(**JIT_OPTIONS, error_model="numpy")
+njit = _numba.njit(error_model="numpy")
 
 # Sample size of the threshold estimate in the top-k selection, and the size below which
 # the selection goes straight to the exact O(d) path (sampling does not pay there).
