@@ -62,6 +62,15 @@ def test_top_k_matches_naive(dtype, d):
         lambda rng, d: np.where(np.arange(d) % 16 == 0, 10.0, rng.random(d)),  # sample fooled
         lambda rng, d: np.where(np.arange(d) % 16 == 0, 1.0 + rng.random(d) * 1e-3, 0.5),
         lambda rng, d: np.where(np.arange(d) % 2 == 1, rng.standard_normal(d), 0.0),
+        lambda rng, d: np.full(d, 0.5),  # every entry tied
+        lambda rng, d: np.zeros(d),
+        lambda rng, d: np.sort(rng.standard_normal(d)),
+        lambda rng, d: rng.integers(-8, 9, d).astype(np.float32),
+        lambda rng, d: np.where(rng.random(d) < 1e-3, np.nan, rng.standard_normal(d)),
+        # NaN and inf tie at the top (NaN counts as an infinite magnitude), then integers.
+        lambda rng, d: np.where(np.arange(d) % 97 == 0, -np.inf,
+                                np.where(np.arange(d) % 89 == 0, np.nan,
+                                         rng.integers(-3, 4, d).astype(float))),
     ],
 )
 @pytest.mark.parametrize("k", [1, 100, 5000])
