@@ -170,6 +170,8 @@ def run_module(name: str, sample: int, seed: int, log) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         site = Path(tmp)
         shutil.copytree(PACKAGE, site / "mixsim", ignore=shutil.ignore_patterns("__pycache__"))
+        # The protocol catalog, found beside the package as in a source checkout.
+        shutil.copytree(ROOT / "protocols", site / "protocols")
         target = site / "mixsim" / relative
         status, took = _run_tests(site, tests, timeout=3600)
         if status != "survived":
