@@ -167,3 +167,63 @@ def test_timer_chains_with_updates_match_worker_processes(monkeypatch):
     assert runs[0]._chained and not runs[1]._chained
     assert runs[0].trace.ev_time == runs[1].trace.ev_time
     assert np.array_equal(runs[0].X, runs[1].X)
+
+
+_DELAYED_PULL = """
+name: delayed-pull
+summary: Asynchronous parameter server whose pull lands a set number of steps late.
+params:
+  lag: {type: int, default: 3, min: 0, doc: "steps"}
+slots: {server: 1}
+view: workers
+target: server
+schedule: async
+communication:
+  - on: own-step
+    op: copy
+    args: {source: server, to: workers, scope: self}
+    delay_steps: {delay}
+consensus: {average: server}
+"""
+
+
+def _delayed_pulls(tmp_path, delay, steps, n=4):
+    path = tmp_path / "delayed-pull.yaml"
+    path.write_text(_DELAYED_PULL.replace("{delay}", delay))
+    workers = {}
+
+    def compute(worker, view, step):
+        workers[step] = worker
+
+    sim = Simulation(path, n, seed=4, compute=compute).run(steps)
+    # (step the pull was applied after, worker it pulled to), in recorded order.
+    pulls = [(event.step, int(event.operator.rows[0])) for event in sim.trace.events()]
+    return sim, workers, pulls
+
+
+@pytest.mark.parametrize("lag", [0, 1, 3])
+def test_delay_steps_applies_an_event_that_many_computations_later(tmp_path, lag):
+    # The pull fired by computation t lands after computation t + lag: the due step is
+    # counted from the computation that fired it (an off-by-one shifts every pair).
+    steps = 40
+    sim, workers, pulls = _delayed_pulls(tmp_path, str(lag), steps)
+    worker_rows = [sim.layout.owner_slot("workers", w) for w in range(4)]
+    expected = [(t + lag, worker_rows[workers[t]]) for t in range(steps - lag)]
+    assert pulls == expected
+
+
+def test_uniform_delay_steps_stay_within_their_bounds_and_use_all_of_them(tmp_path):
+    steps = 400
+    sim, workers, pulls = _delayed_pulls(tmp_path, "{low: 1, high: 3}", steps)
+    worker_rows = [sim.layout.owner_slot("workers", w) for w in range(4)]
+    # Each pull lands 1 to 3 computations after one of its worker's computations; where
+    # only one lag explains it, that lag was drawn, and every lag of the range is drawn.
+    drawn = set()
+    for step, row in pulls:
+        lags = {step - t for t in range(step - 3, step) if t >= 0 and
+                worker_rows[workers[t]] == row and step - t >= 1}
+        assert lags, (step, row)
+        if len(lags) == 1:
+            drawn |= lags
+    assert drawn == {1, 2, 3}
+    assert steps - 3 <= len(pulls) <= steps
