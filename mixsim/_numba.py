@@ -70,3 +70,17 @@ def njit(func=None, **options):
         return dispatcher
 
     return compile_ if func is None else compile_(func)
+
+
+def compiled_for(kernel, *args):
+    """``kernel``'s compiled code for the types of ``args``, callable without numba's
+    type dispatch (about half the cost of a call on tiny arrays: the engine's hot path).
+
+    Call it only with arguments of exactly those types. Under ``NUMBA_DISABLE_JIT=1`` the
+    kernel itself is returned.
+    """
+    if not isinstance(kernel, Dispatcher):
+        return kernel
+    signature = tuple(numba.typeof(arg) for arg in args)
+    kernel.compile(signature)
+    return kernel.overloads[signature].entry_point

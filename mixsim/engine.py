@@ -19,6 +19,7 @@ from functools import partial
 import numpy as np
 import simpy
 
+from mixsim._numba import compiled_for
 from mixsim.blocks import BLOCKS, BlockContext
 from mixsim.errors import DivergenceError, ProtocolError
 from mixsim.operators import _apply_rows, _apply_sequence
@@ -354,7 +355,7 @@ class Simulation:
             if entry is None:
                 entry = self._cache_op(op)
             if not self._deferred:
-                _apply_rows(self.X, *entry[1])
+                entry[2](self.X, *entry[1])
             self._record_step(self.step - 1)
             self._record_time(self.env.now)
             self._record_kind(kind)
@@ -369,8 +370,9 @@ class Simulation:
     def _cache_op(self, op) -> tuple:
         """The trace index of ``op`` and its kernel arguments, kept for the next events."""
         buf = np.empty((op.rows.shape[0], self.d), dtype=self.X.dtype)
-        entry = self._op_cache[id(op)] = (
-            self.trace.register(op), (op.rows, op.row_ptr, op.cols, op.vals, buf))
+        args = (op.rows, op.row_ptr, op.cols, op.vals, buf)
+        apply = None if self._deferred else compiled_for(_apply_rows, self.X, *args)
+        entry = self._op_cache[id(op)] = (self.trace.register(op), args, apply)
         return entry
 
     def _delay(self, events) -> float:
@@ -500,7 +502,7 @@ class Simulation:
                     if entry is None:
                         entry = self._cache_op(op)
                     if not deferred:
-                        _apply_rows(X, *entry[1])
+                        entry[2](X, *entry[1])
                     record_step(t)
                     record_time(now)
                     record_kind(kind)
