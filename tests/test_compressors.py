@@ -379,6 +379,7 @@ def test_float32_is_preserved_by_every_compressor():
         (lambda: top_k(3, density=0.1), "k", "exactly one"),
         (lambda: rand_k(density=1.5), "density", "[0.0, 1.0]"),
         (lambda: bernoulli(-0.1), "density", "[0.0, 1.0]"),
+        (lambda: bernoulli(1.5), "density", "[0.0, 1.0]"),
         (lambda: adaptive(0.1, xi=-1.0), "xi", "[0.0, inf]"),
         (lambda: top_k(1, offsets=[0, 5, 4]).init(np.zeros(4)), "offsets", "from 0 to d=4"),
         (lambda: make_compressor("topk", k=3), "compressor", "Did you mean 'top-k'"),
@@ -418,3 +419,30 @@ def test_a_positive_density_keeps_at_least_one_entry():
     g = np.arange(1.0, 31.0)
     out, state = t.update(g, t.init(g))
     assert np.count_nonzero(out) == 1 and out[-1] == 30.0
+
+
+def test_adaptive_probabilities_closed_form_with_the_default_eps():
+    # r = |g| / sqrt(u + 1e-8) = (1e4, 1, 1/2, 1/2); c = 2: the first is capped at 1 and
+    # the rest share 1 in proportion to r (seed 000 Theorem 2).
+    p = adaptive_probabilities(np.ones(4), 2.0, np.array([0.0, 1.0, 4.0, 4.0]))
+    np.testing.assert_allclose(p, [1.0, 0.5, 0.25, 0.25], rtol=1e-7)
+
+
+def test_density_zero_keeps_nothing_and_a_positive_density_keeps_at_least_one():
+    g = np.array([3.0, -1.0, 2.0])
+    for compressor in (top_k(density=0.0), rand_k(density=0.0, seed=0)):
+        out, state = compress(compressor, g)
+        assert not out.any() and state.bits == 0
+    out, _ = compress(top_k(density=0.01), np.array([-2.0]))
+    assert out.tolist() == [-2.0]
+
+
+def test_rand_k_sends_exactly_k_entries():
+    g = np.arange(1.0, 9.0)
+    for k in (1, 3):
+        out, _ = compress(rand_k(k, seed=1), g)
+        assert np.count_nonzero(out) == k
+
+
+def test_a_fresh_scaled_sign_state_has_sent_no_bits():
+    assert scaled_sign().init(np.zeros(5)).bits == 0
