@@ -497,10 +497,9 @@ class Simulation:
             self.step = trace.n_steps = t + 1
             now = env.now
             for make_events, kind in own:
-                for op, _ in make_events(worker, self.round):
-                    entry = cache.get(id(op))
-                    if entry is None:
-                        entry = self._cache_op(op)
+                # Asynchronous runs have no rounds: the round index stays 0.
+                for op, _ in make_events(worker, 0):
+                    entry = cache.get(id(op)) or self._cache_op(op)
                     if not deferred:
                         entry[2](X, *entry[1])
                     record_step(t)
