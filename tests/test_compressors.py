@@ -446,3 +446,11 @@ def test_rand_k_sends_exactly_k_entries():
 
 def test_a_fresh_scaled_sign_state_has_sent_no_bits():
     assert scaled_sign().init(np.zeros(5)).bits == 0
+
+
+def test_rand_k_rescales_each_layer_by_its_own_size():
+    # Layers of 2 and 6 entries, k = 4 split 1 and 3: kept entries scaled by 2/1 and 6/3.
+    g = np.ones(8)
+    out, _ = compress(rand_k(4, rescale=True, offsets=[0, 2, 8], seed=3), g)
+    assert sorted(out[out != 0].tolist()) == [2.0, 2.0, 2.0, 2.0]
+    assert np.count_nonzero(out[:2]) == 1 and np.count_nonzero(out[2:]) == 3

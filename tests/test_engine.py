@@ -227,3 +227,16 @@ def test_uniform_delay_steps_stay_within_their_bounds_and_use_all_of_them(tmp_pa
             drawn |= lags
     assert drawn == {1, 2, 3}
     assert steps - 3 <= len(pulls) <= steps
+
+
+def test_rounds_are_counted_from_zero():
+    # Local steps every 3 rounds: the first average closes round 3, after step 3 n - 1.
+    sim = Simulation("local-step", 4, seed=0, params={"local_steps": 3}).run(24)
+    assert sim.trace.ev_step == [11, 23]
+
+
+def test_running_to_the_current_step_changes_nothing():
+    sim = Simulation("async-ring", 4, seed=0).run(10)
+    now, events = sim.env.now, len(sim.trace)
+    sim.run(10)
+    assert sim.env.now == now and len(sim.trace) == events and sim.step == 10
