@@ -240,3 +240,47 @@ def test_running_to_the_current_step_changes_nothing():
     now, events = sim.env.now, len(sim.trace)
     sim.run(10)
     assert sim.env.now == now and len(sim.trace) == events and sim.step == 10
+
+
+@pytest.mark.parametrize(("distribution", "low", "high"),
+                         [("constant", 2, 2), ("uniform", 0, 4), ("geometric", 0, 8)])
+def test_delay_line_lags_follow_their_law(distribution, low, high):
+    # delay = 2: the update of computation t lands in buffer slot (t + D_t) mod length,
+    # D_t constant 2, uniform on 0..4, or geometric (mean 2) truncated at 4 * 2 = 8.
+    sim = Simulation("delayed", 3, seed=1, compute=lambda worker, view, step: np.ones(1),
+                     record_updates=True,
+                     params={"delay": 2, "distribution": distribution}).run(600)
+    rows = sim.layout.rows("buffer")
+    lags = [(int(np.flatnonzero(rows == row)[0]) - step) % rows.size
+            for step, (_, row, _) in zip(
+                (sim.trace.ev_step[i] for i in sorted(sim.trace.updates)),
+                (sim.trace.updates[i] for i in sorted(sim.trace.updates)), strict=True)]
+    assert min(lags) == low and max(lags) == high
+    if distribution == "geometric":
+        np.testing.assert_allclose(np.mean(lags), 2.0, atol=0.3)
+
+
+_SYNC_PULL = """
+name: sync-pull
+summary: Synchronous parameter server whose workers pull the model after each own step.
+slots: {server: 1}
+view: workers
+target: server
+schedule: sync
+communication:
+  - on: own-step
+    op: copy
+    args: {source: server, to: workers, scope: self}
+consensus: {average: server}
+"""
+
+
+def test_synchronous_workers_with_own_step_events_wait_for_each_round(tmp_path):
+    path = tmp_path / "sync-pull.yaml"
+    path.write_text(_SYNC_PULL)
+    workers = []
+    sim = Simulation(path, 4, seed=2,
+                     compute=lambda worker, view, step: workers.append(worker)).run(12)
+    # Every worker computes once per round (a barrier), each followed by its own pull.
+    assert [sorted(workers[r:r + 4]) for r in (0, 4, 8)] == [[0, 1, 2, 3]] * 3
+    assert sim.trace.ev_step == list(range(12))
