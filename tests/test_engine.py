@@ -284,3 +284,11 @@ def test_synchronous_workers_with_own_step_events_wait_for_each_round(tmp_path):
     # Every worker computes once per round (a barrier), each followed by its own pull.
     assert [sorted(workers[r:r + 4]) for r in (0, 4, 8)] == [[0, 1, 2, 3]] * 3
     assert sim.trace.ev_step == list(range(12))
+
+
+def test_a_rule_switched_off_by_when_leaves_the_later_rules_on():
+    # gossip's first rule (sync rounds) is off in async mode; the pairwise rule after it
+    # fires after every computation.
+    sim = Simulation("gossip", 5, seed=0, params={"mode": "async"}).run(20)
+    assert sim.trace.ev_step == list(range(20))
+    assert set(sim.trace.ev_kind) == {"pairwise"}
