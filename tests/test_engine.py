@@ -292,3 +292,10 @@ def test_a_rule_switched_off_by_when_leaves_the_later_rules_on():
     sim = Simulation("gossip", 5, seed=0, params={"mode": "async"}).run(20)
     assert sim.trace.ev_step == list(range(20))
     assert set(sim.trace.ev_kind) == {"pairwise"}
+
+
+def test_a_pull_of_d_float32_values_takes_its_size_over_the_bandwidth():
+    # d = 2 float32 values = 8 bytes at 8 bytes/s: each pull lands 1 s after its step.
+    timing = Timing(compute=ComputeTime("constant", mean=1.0), links=Links(bandwidth=8.0))
+    sim = Simulation("async-ps", 1, d=2, seed=0, timing=timing).run(3)
+    assert sim.trace.ev_time == [2.0, 4.0, 6.0]
