@@ -1,9 +1,11 @@
 """The SimPy engine: steps, rounds, clock order, timing, errors."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
-from mixsim import ComputeTime, Links, ProtocolError, Simulation, Timing
+from mixsim import ComputeTime, Links, ProtocolError, Simulation, Timing, load_protocol
 from mixsim.errors import ConfigError, DivergenceError
 
 
@@ -299,3 +301,17 @@ def test_a_pull_of_d_float32_values_takes_its_size_over_the_bandwidth():
     timing = Timing(compute=ComputeTime("constant", mean=1.0), links=Links(bandwidth=8.0))
     sim = Simulation("async-ps", 1, d=2, seed=0, timing=timing).run(3)
     assert sim.trace.ev_time == [2.0, 4.0, 6.0]
+
+
+def test_a_target_group_given_as_a_mapping_is_the_same_target(tmp_path):
+    text = Path(load_protocol("async-ps").source).read_text()
+    assert "target: server" in text
+    path = tmp_path / "mapping.yaml"
+    path.write_text(text.replace("target: server", "target: {group: server}"))
+
+    def compute(worker, view, step):
+        return np.full(1, 0.1 * (worker + 1))
+
+    a = Simulation("async-ps", 3, seed=1, compute=compute).run(30)
+    b = Simulation(path, 3, seed=1, compute=compute).run(30)
+    assert np.array_equal(a.X, b.X) and a.trace.ev_op == b.trace.ev_op
