@@ -315,3 +315,20 @@ def test_a_target_group_given_as_a_mapping_is_the_same_target(tmp_path):
     a = Simulation("async-ps", 3, seed=1, compute=compute).run(30)
     b = Simulation(path, 3, seed=1, compute=compute).run(30)
     assert np.array_equal(a.X, b.X) and a.trace.ev_op == b.trace.ev_op
+
+
+def test_per_step_rules_fire_after_every_kth_computation():
+    # hybrid: the groups gossip after computations 3, 7, 11, ... (gossip_every = 4).
+    sim = Simulation("hybrid", 8, seed=0, params={"group_size": 2, "gossip_every": 4}).run(16)
+    gossip = [step for step, kind in zip(sim.trace.ev_step, sim.trace.ev_kind, strict=True)
+              if kind == "gossip"]
+    assert sorted(set(gossip)) == [3, 7, 11, 15]
+
+
+def test_round_rules_see_their_round_index():
+    # One-peer exponential graph, 8 workers: round r pairs i with i + 2^r (mod 8).
+    sim = Simulation("one-peer-exponential", 8, seed=0).run(24)
+    assert len(sim.trace) == 3
+    for r, event in enumerate(sim.trace.events()):
+        W = event.operator.to_dense()
+        assert W[0, 2 ** (r % 3)] > 0, r
