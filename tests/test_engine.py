@@ -332,3 +332,19 @@ def test_round_rules_see_their_round_index():
     for r, event in enumerate(sim.trace.events()):
         W = event.operator.to_dense()
         assert W[0, 2 ** (r % 3)] > 0, r
+
+
+@pytest.mark.parametrize("delay", ["-1", '"=lag - 4"', '"=lag / 2"'])
+def test_delay_steps_must_be_a_non_negative_integer(tmp_path, delay):
+    with pytest.raises(ProtocolError, match="delay_steps") as info:
+        _delayed_pulls(tmp_path, delay, 5)
+    assert info.value.key.endswith(".delay_steps")
+
+
+def test_a_delay_line_of_delay_zero_delivers_at_once():
+    sim = Simulation("delayed", 3, seed=0, compute=lambda worker, view, step: np.ones(1),
+                     record_updates=True, params={"delay": 0}).run(10)
+    # Each update is delivered right after its own computation, before the pull.
+    assert list(zip(sim.trace.ev_step, sim.trace.ev_kind, strict=True)) == [
+        (t, kind) for t in range(10) for kind in ("update", "deliver", "copy")]
+    assert sim.layout.rows("buffer").size == 1
