@@ -348,3 +348,17 @@ def test_a_delay_line_of_delay_zero_delivers_at_once():
     assert list(zip(sim.trace.ev_step, sim.trace.ev_kind, strict=True)) == [
         (t, kind) for t in range(10) for kind in ("update", "deliver", "copy")]
     assert sim.layout.rows("buffer").size == 1
+
+
+def test_an_own_step_rule_after_a_delayed_one_still_fires(tmp_path):
+    # Two pulls per computation: one a step late, one at once.
+    text = _DELAYED_PULL.replace("{delay}", "1") + """  - on: own-step
+    op: copy
+    args: {source: server, to: workers, scope: self}
+"""
+    text = text.replace("consensus: {average: server}\n", "") + "consensus: {average: server}\n"
+    path = tmp_path / "two-pulls.yaml"
+    path.write_text(text)
+    sim = Simulation(path, 3, seed=0).run(20)
+    per_step = np.bincount(sim.trace.ev_step, minlength=20)
+    assert per_step[0] == 1 and np.all(per_step[1:] == 2)
