@@ -191,13 +191,15 @@ def source_digest_of(package: Path) -> bytes:
     return module.source_digest(package)
 
 
-def run_module(name: str, sample: int, seed: int, log) -> dict:
+def run_module(name: str, sample: int, seed: int, log, only=None) -> dict:
     relative, tests = MODULES[name]
     source = (PACKAGE / relative).read_text()
     every = list(mutants(source))
     chosen = list(range(len(every)))
     if 0 < sample < len(every):
         chosen = sorted(random.Random(seed).sample(chosen, sample))
+    if only is not None:
+        chosen = [i for i in chosen if i in only]
     with tempfile.TemporaryDirectory() as tmp:
         site = Path(tmp)
         shutil.copytree(PACKAGE, site / "mixsim", ignore=shutil.ignore_patterns("__pycache__"))
@@ -219,7 +221,7 @@ def run_module(name: str, sample: int, seed: int, log) -> dict:
             status, took = _run_tests(site, tests, timeout, cache)
             results.append({"index": i, "line": line, "mutation": what, "status": status,
                             "seconds": round(took, 1)})
-            log(f"  {name}:{line} {what}: {status} ({took:.0f} s)")
+            log(f"  {name} #{i} line {line} {what}: {status} ({took:.0f} s)")
         target.write_text(source)
     killed = sum(r["status"] in ("killed", "timeout") for r in results)
     return {"module": relative, "tests": tests, "mutants": len(every), "run": len(results),
@@ -233,6 +235,9 @@ def main(argv=None) -> None:
                         help="mutants drawn per module (0: all); default 40")
     parser.add_argument("--seed", type=int, default=0, help="seed of the sample")
     parser.add_argument("--list", action="store_true", help="list the mutants, run nothing")
+    parser.add_argument("--only", type=lambda text: {int(i) for i in text.split(",")},
+                        help="run only these mutant numbers of the sample (e.g. the "
+                             "survivors of a previous run: 12,40)")
     parser.add_argument("--out", type=Path, default=Path("mutants.json"))
     args = parser.parse_args(argv)
     names = args.modules or list(MODULES)
@@ -247,14 +252,14 @@ def main(argv=None) -> None:
     report = {}
     for name in names:
         report[name] = run_module(name, args.sample, args.seed,
-                                  lambda text: print(text, flush=True))
+                                  lambda text: print(text, flush=True), args.only)
         args.out.write_text(json.dumps(report, indent=1))
     for result in report.values():
         print(f"{result['module']}: {result['killed']}/{result['run']} killed "
               f"({100 * result['score']:.0f}%) of {result['mutants']} mutants")
         for r in result["results"]:
             if r["status"] not in ("killed", "timeout"):
-                print(f"  {r['status']}: line {r['line']} {r['mutation']}")
+                print(f"  {r['status']}: #{r['index']} line {r['line']} {r['mutation']}")
 
 
 if __name__ == "__main__":
