@@ -48,7 +48,7 @@ MODULES = {
     "engine": ("engine.py", ["tests/test_engine.py", "tests/test_trace.py"]),
     "topology": ("topology.py", ["tests/test_topology.py"]),
     "kernels": ("optim/_kernels.py", ["tests/test_optim_kernels.py",
-                                      "tests/test_compressors.py"]),
+                                      "tests/test_compressors.py", "tests/test_memory.py"]),
     "compressors": ("optim/compressors.py", ["tests/test_compressors.py"]),
     "operators": ("operators.py", ["tests/test_operators.py", "tests/test_passages.py"]),
     "passages": ("_passages.py", ["tests/test_passages.py"]),
