@@ -159,8 +159,11 @@ def _run_tests(site: Path, tests: list[str], timeout: float,
                 cwd=ROOT, env=env, capture_output=True, timeout=timeout)
         except subprocess.TimeoutExpired:
             return "timeout", time.perf_counter() - start
-    # 1: a test failed; 2: collection failed (the mutant does not import); 5: no tests.
+    # 1: a test failed; 2: collection failed (the mutant does not import); negative: the
+    # process died of a signal (a kernel writing out of bounds); 5: no tests.
     status = {0: "survived", 1: "killed", 2: "killed"}.get(done.returncode, "error")
+    if done.returncode < 0:
+        status = "killed"
     return status, time.perf_counter() - start
 
 

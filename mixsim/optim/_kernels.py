@@ -315,15 +315,12 @@ def _merge_ties(above, n_above, tied, n_tied, idx):
 
 
 @njit
-def _strided_sample(x, y, d):
-    """Sorted magnitudes of ``x + y`` (``y`` may be empty) at ``_SAMPLE`` evenly spread points."""
+def _strided_sample(x, d):
+    """Sorted magnitudes of ``x`` at ``_SAMPLE`` evenly spread points."""
     stride = d // _SAMPLE
     sample = np.empty(_SAMPLE, np.float64)
-    with_y = y.shape[0] == d
     for j in range(_SAMPLE):
-        i = j * stride
-        value = x[i] + y[i] if with_y else x[i]
-        sample[j] = _magnitude(value)
+        sample[j] = _magnitude(x[j * stride])
     sample.sort()
     return sample
 
@@ -349,7 +346,7 @@ def _top_k_select(x, k, idx):
         return d
     if d < _SMALL:
         return _top_k_exact(x, k, idx)
-    sample = _strided_sample(x, x[:0], d)
+    sample = _strided_sample(x, d)
     widen = 1.0
     for _ in range(2):
         t = _sample_threshold(sample, k, d, widen)
