@@ -444,8 +444,11 @@ def test_rand_k_sends_exactly_k_entries():
         assert np.count_nonzero(out) == k
 
 
-def test_a_fresh_scaled_sign_state_has_sent_no_bits():
-    assert scaled_sign().init(np.zeros(5)).bits == 0
+@pytest.mark.parametrize("compressor", [
+    scaled_sign(), top_k(2), rand_k(2, seed=0), bernoulli(0.5, seed=0), uniform(0.5, seed=0),
+    adaptive(0.5, seed=0), uncompressed()])
+def test_a_fresh_state_has_sent_no_bits(compressor):
+    assert compressor.init(np.zeros(5)).bits == 0
 
 
 def test_rand_k_rescales_each_layer_by_its_own_size():
