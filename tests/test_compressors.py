@@ -380,6 +380,7 @@ def test_float32_is_preserved_by_every_compressor():
         (lambda: rand_k(density=1.5), "density", "[0.0, 1.0]"),
         (lambda: bernoulli(-0.1), "density", "[0.0, 1.0]"),
         (lambda: bernoulli(1.5), "density", "[0.0, 1.0]"),
+        (lambda: uniform(1.5), "density", "[0.0, 1.0]"),
         (lambda: adaptive(0.1, xi=-1.0), "xi", "[0.0, inf]"),
         (lambda: top_k(1, offsets=[0, 5, 4]).init(np.zeros(4)), "offsets", "from 0 to d=4"),
         (lambda: make_compressor("topk", k=3), "compressor", "Did you mean 'top-k'"),
@@ -457,3 +458,12 @@ def test_rand_k_rescales_each_layer_by_its_own_size():
     out, _ = compress(rand_k(4, rescale=True, offsets=[0, 2, 8], seed=3), g)
     assert sorted(out[out != 0].tolist()) == [2.0, 2.0, 2.0, 2.0]
     assert np.count_nonzero(out[:2]) == 1 and np.count_nonzero(out[2:]) == 3
+
+
+def test_a_layer_with_nan_counts_all_its_entries_as_sent():
+    # Layers [0, 2) and [2, 4): zeros send nothing; the layer holding a NaN sends its 2
+    # entries as NaN, an index list or bitmap of min(64 * 2, 2 + 32 * 2) = 66 bits.
+    out, state = compress(bernoulli(0.5, offsets=[0, 2, 4], seed=0),
+                          np.array([0.0, 0.0, np.nan, 1.0]))
+    assert out[:2].tolist() == [0.0, 0.0] and np.all(np.isnan(out[2:]))
+    assert state.bits == 66
