@@ -427,6 +427,9 @@ def test_adaptive_probabilities_closed_form_with_the_default_eps():
     # the rest share 1 in proportion to r (seed 000 Theorem 2).
     p = adaptive_probabilities(np.ones(4), 2.0, np.array([0.0, 1.0, 4.0, 4.0]))
     np.testing.assert_allclose(p, [1.0, 0.5, 0.25, 0.25], rtol=1e-7)
+    # xi = 1: r = (1e8, 1, 1/3, 1/3), the last three share 1 as 3 : 1 : 1.
+    p = adaptive_probabilities(np.ones(4), 2.0, np.array([0.0, 1.0, 3.0, 3.0]), xi=1.0)
+    np.testing.assert_allclose(p, [1.0, 0.6, 0.2, 0.2], rtol=1e-7)
 
 
 def test_density_zero_keeps_nothing_and_a_positive_density_keeps_at_least_one():
