@@ -76,6 +76,23 @@ def test_error_feedback_top_k_large_d_stays_exact(make, k, dtype):
         np.testing.assert_array_equal(state.error, e)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_error_feedback_top_k_of_nearly_everything_stays_exact(dtype):
+    # k close to d: the sampled threshold cannot separate and the exact path answers.
+    d = 2 * _kernels._SMALL + 37
+    k = d - 1000
+    rng = np.random.default_rng(7)
+    ef = error_feedback(top_k(k))
+    state = ef.init(np.zeros(d, dtype))
+    e = np.zeros(d, dtype)
+    for _ in range(2):
+        g = (rng.standard_normal(d) * 0.1).astype(dtype)
+        c, state = ef.update(g, state)
+        rc, e = naive.error_feedback_top_k(g, e, k)
+        np.testing.assert_array_equal(c, rc)
+        np.testing.assert_array_equal(state.error, e)
+
+
 @settings(max_examples=50, deadline=None)
 @given(arrays(np.float64, st.integers(1, 40), elements=finite), st.data())
 def test_error_feedback_conserves_the_sum(g, data):
