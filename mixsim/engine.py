@@ -20,6 +20,7 @@ import numpy as np
 import simpy
 
 from mixsim import _memory
+from mixsim._numba import compiled_for
 from mixsim.blocks import BLOCKS, BlockContext
 from mixsim.errors import DivergenceError, ProtocolError
 from mixsim.operators import _apply_rows, _apply_sequence
@@ -167,7 +168,10 @@ class Simulation:
                          and (self._instant or all(later for _, later, _ in self._own)))
         if self._chained:
             self._blocked = []
-            self._callbacks = [partial(self._timed_step, w) for w in range(self.n)]
+            plain = (self._eta is None and self._delay_line is None and not self._step_rules
+                     and not any(later for _, later, _ in self._own))
+            self._callbacks = [self._plain_step(w) if plain else partial(self._timed_step, w)
+                               for w in range(self.n)]
             for worker in range(self.n):
                 self.env.timeout(self._compute_time(worker)).callbacks.append(
                     self._callbacks[worker])
@@ -323,11 +327,9 @@ class Simulation:
             # Hot path: the kernel's arguments and the trace index are cached per operator.
             entry = self._op_cache.get(id(op))
             if entry is None:
-                buf = np.empty((op.rows.shape[0], self.d), dtype=self.X.dtype)
-                entry = self._op_cache[id(op)] = (
-                    self.trace.register(op), (*op.kernel_args(), buf))
+                entry = self._cache_op(op)
             if not self._deferred:
-                _apply_rows(self.X, *entry[1])
+                entry[2](self.X, *entry[1])
             self._record_step(self.step - 1)
             self._record_time(self.env.now)
             self._record_kind(kind)
@@ -338,6 +340,14 @@ class Simulation:
             return
         op.apply(self.X, coords)
         self.trace.record(self.step - 1, self.env.now, kind, op, coords)
+
+    def _cache_op(self, op) -> tuple:
+        """The trace index of ``op`` and its kernel arguments, kept for the next events."""
+        buf = np.empty((op.rows.shape[0], self.d), dtype=self.X.dtype)
+        args = (*op.kernel_args(), buf)
+        apply = None if self._deferred else compiled_for(_apply_rows, self.X, *args)
+        entry = self._op_cache[id(op)] = (self.trace.register(op), args, apply)
+        return entry
 
     def _delay(self, events) -> float:
         if self._instant:
@@ -428,6 +438,51 @@ class Simulation:
         """Callback of an asynchronous worker's compute timer (see ``_chained``)."""
         if not self._held(worker):
             self._async_step(worker)
+
+    def _plain_step(self, worker: int):
+        """The compute-timer callback of ``worker`` in the common case of a timer chain.
+
+        Without sparsification, a delay line, per-step rules or delayed events, a
+        computation event and its own-step events need none of the general bookkeeping of
+        :meth:`_timed_step`: this closure does the same work (same events, same records,
+        same draws in the same order) with the lookups done once, as the engine's hot path.
+        """
+        env, trace, compute, X = self.env, self.trace, self.compute, self.X
+        timeout, draw, cache = env.timeout, self._compute_time, self._op_cache
+        own = [(make_events, rule.kind) for rule, _, make_events in self._own]
+        view_row = self._view_rows[worker]
+        target_row = self._target_rows[worker]
+        deferred = self._deferred
+        record_step, record_time = self._record_step, self._record_time
+        record_kind, record_op = self._record_kind, self._record_op
+
+        def step(_event) -> None:
+            t = self.step
+            if t >= self._limit:
+                self._held(worker)
+                return
+            if compute is not None:
+                delta = compute(worker, X[view_row], t)
+                if delta is not None:
+                    X[target_row] += delta
+                    if not np.all(np.isfinite(X[target_row])):
+                        raise DivergenceError(t, f"worker {worker}'s update is not finite")
+                    trace.record_update(t, env.now, worker, target_row, delta)
+            self.step = trace.n_steps = t + 1
+            now = env.now
+            for make_events, kind in own:
+                # Asynchronous runs have no rounds: the round index stays 0.
+                for op, _ in make_events(worker, 0):
+                    entry = cache.get(id(op)) or self._cache_op(op)
+                    if not deferred:
+                        entry[2](X, *entry[1])
+                    record_step(t)
+                    record_time(now)
+                    record_kind(kind)
+                    record_op(entry[0])
+            timeout(draw(worker)).callbacks.append(step)
+
+        return step
 
     def _async_step(self, worker: int) -> None:
         """A computation event, the worker's own-step events, and its next compute timer."""

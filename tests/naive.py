@@ -155,3 +155,19 @@ def first_passages(steps, basis, starts, half):
                 break
         out.append(length)
     return np.array(out)
+
+
+def replay(trace):
+    """The run's final state from its initial one: each event's dense operator (on its
+    coordinates) and each recorded update, in recorded order."""
+    X = np.array(trace.initial_state, dtype=np.float64, copy=True)
+    items = [(event.index, event) for event in trace.events()]
+    items += [(index, update) for index, update in trace.updates.items()]
+    for _, item in sorted(items, key=lambda pair: pair[0]):
+        if not hasattr(item, "operator"):  # an update (worker, row, delta)
+            _, row, delta = item
+            X[row] += delta
+            continue
+        cols = slice(None) if item.coords is None else item.coords
+        X[:, cols] = item.operator.to_dense() @ X[:, cols]
+    return X

@@ -1,5 +1,6 @@
 """The shared suite every catalog protocol must pass."""
 
+import naive
 import numpy as np
 import pytest
 
@@ -60,7 +61,10 @@ def test_same_seed_same_run(name):
 
 @pytest.mark.parametrize("name", PROTOCOLS)
 def test_trace_replays_to_the_same_state(name):
+    # The engine's state against dense matrices applied one by one (tests/naive.py), and
+    # the trace's own replay against the engine.
     sim = _sim(name)
+    np.testing.assert_allclose(naive.replay(sim.trace), sim.X, rtol=0, atol=1e-12)
     np.testing.assert_allclose(sim.trace.replay(), sim.X, rtol=0, atol=1e-12)
 
 

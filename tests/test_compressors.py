@@ -62,6 +62,15 @@ def test_top_k_matches_naive(dtype, d):
         lambda rng, d: np.where(np.arange(d) % 16 == 0, 10.0, rng.random(d)),  # sample fooled
         lambda rng, d: np.where(np.arange(d) % 16 == 0, 1.0 + rng.random(d) * 1e-3, 0.5),
         lambda rng, d: np.where(np.arange(d) % 2 == 1, rng.standard_normal(d), 0.0),
+        lambda rng, d: np.full(d, 0.5),  # every entry tied
+        lambda rng, d: np.zeros(d),
+        lambda rng, d: np.sort(rng.standard_normal(d)),
+        lambda rng, d: rng.integers(-8, 9, d).astype(np.float32),
+        lambda rng, d: np.where(rng.random(d) < 1e-3, np.nan, rng.standard_normal(d)),
+        # NaN and inf tie at the top (NaN counts as an infinite magnitude), then integers.
+        lambda rng, d: np.where(np.arange(d) % 97 == 0, -np.inf,
+                                np.where(np.arange(d) % 89 == 0, np.nan,
+                                         rng.integers(-3, 4, d).astype(float))),
     ],
 )
 @pytest.mark.parametrize("k", [1, 100, 5000])
@@ -370,6 +379,8 @@ def test_float32_is_preserved_by_every_compressor():
         (lambda: top_k(3, density=0.1), "k", "exactly one"),
         (lambda: rand_k(density=1.5), "density", "[0.0, 1.0]"),
         (lambda: bernoulli(-0.1), "density", "[0.0, 1.0]"),
+        (lambda: bernoulli(1.5), "density", "[0.0, 1.0]"),
+        (lambda: uniform(1.5), "density", "[0.0, 1.0]"),
         (lambda: adaptive(0.1, xi=-1.0), "xi", "[0.0, inf]"),
         (lambda: top_k(1, offsets=[0, 5, 4]).init(np.zeros(4)), "offsets", "from 0 to d=4"),
         (lambda: make_compressor("topk", k=3), "compressor", "Did you mean 'top-k'"),
@@ -409,3 +420,53 @@ def test_a_positive_density_keeps_at_least_one_entry():
     g = np.arange(1.0, 31.0)
     out, state = t.update(g, t.init(g))
     assert np.count_nonzero(out) == 1 and out[-1] == 30.0
+
+
+def test_adaptive_probabilities_closed_form_with_the_default_eps():
+    # r = |g| / sqrt(u + 1e-8) = (1e4, 1, 1/2, 1/2); c = 2: the first is capped at 1 and
+    # the rest share 1 in proportion to r (seed 000 Theorem 2).
+    p = adaptive_probabilities(np.ones(4), 2.0, np.array([0.0, 1.0, 4.0, 4.0]))
+    np.testing.assert_allclose(p, [1.0, 0.5, 0.25, 0.25], rtol=1e-7)
+    # xi = 1: r = (1e8, 1, 1/3, 1/3), the last three share 1 as 3 : 1 : 1.
+    p = adaptive_probabilities(np.ones(4), 2.0, np.array([0.0, 1.0, 3.0, 3.0]), xi=1.0)
+    np.testing.assert_allclose(p, [1.0, 0.6, 0.2, 0.2], rtol=1e-7)
+
+
+def test_density_zero_keeps_nothing_and_a_positive_density_keeps_at_least_one():
+    g = np.array([3.0, -1.0, 2.0])
+    for compressor in (top_k(density=0.0), rand_k(density=0.0, seed=0)):
+        out, state = compress(compressor, g)
+        assert not out.any() and state.bits == 0
+    out, _ = compress(top_k(density=0.01), np.array([-2.0]))
+    assert out.tolist() == [-2.0]
+
+
+def test_rand_k_sends_exactly_k_entries():
+    g = np.arange(1.0, 9.0)
+    for k in (1, 3):
+        out, _ = compress(rand_k(k, seed=1), g)
+        assert np.count_nonzero(out) == k
+
+
+@pytest.mark.parametrize("compressor", [
+    scaled_sign(), top_k(2), rand_k(2, seed=0), bernoulli(0.5, seed=0), uniform(0.5, seed=0),
+    adaptive(0.5, seed=0), uncompressed()])
+def test_a_fresh_state_has_sent_no_bits(compressor):
+    assert compressor.init(np.zeros(5)).bits == 0
+
+
+def test_rand_k_rescales_each_layer_by_its_own_size():
+    # Layers of 2 and 6 entries, k = 4 split 1 and 3: kept entries scaled by 2/1 and 6/3.
+    g = np.ones(8)
+    out, _ = compress(rand_k(4, rescale=True, offsets=[0, 2, 8], seed=3), g)
+    assert sorted(out[out != 0].tolist()) == [2.0, 2.0, 2.0, 2.0]
+    assert np.count_nonzero(out[:2]) == 1 and np.count_nonzero(out[2:]) == 3
+
+
+def test_a_layer_with_nan_counts_all_its_entries_as_sent():
+    # Layers [0, 2) and [2, 4): zeros send nothing; the layer holding a NaN sends its 2
+    # entries as NaN, an index list or bitmap of min(64 * 2, 2 + 32 * 2) = 66 bits.
+    out, state = compress(bernoulli(0.5, offsets=[0, 2, 4], seed=0),
+                          np.array([0.0, 0.0, np.nan, 1.0]))
+    assert out[:2].tolist() == [0.0, 0.0] and np.all(np.isnan(out[2:]))
+    assert state.bits == 66

@@ -1,9 +1,11 @@
 """The SimPy engine: steps, rounds, clock order, timing, errors."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
-from mixsim import ComputeTime, Links, ProtocolError, Simulation, Timing
+from mixsim import ComputeTime, Links, ProtocolError, Simulation, Timing, load_protocol
 from mixsim.errors import ConfigError, DivergenceError
 
 
@@ -167,3 +169,196 @@ def test_timer_chains_with_updates_match_worker_processes(monkeypatch):
     assert runs[0]._chained and not runs[1]._chained
     assert runs[0].trace.ev_time == runs[1].trace.ev_time
     assert np.array_equal(runs[0].X, runs[1].X)
+
+
+_DELAYED_PULL = """
+name: delayed-pull
+summary: Asynchronous parameter server whose pull lands a set number of steps late.
+params:
+  lag: {type: int, default: 3, min: 0, doc: "steps"}
+slots: {server: 1}
+view: workers
+target: server
+schedule: async
+communication:
+  - on: own-step
+    op: copy
+    args: {source: server, to: workers, scope: self}
+    delay_steps: {delay}
+consensus: {average: server}
+"""
+
+
+def _delayed_pulls(tmp_path, delay, steps, n=4):
+    path = tmp_path / "delayed-pull.yaml"
+    path.write_text(_DELAYED_PULL.replace("{delay}", delay))
+    workers = {}
+
+    def compute(worker, view, step):
+        workers[step] = worker
+
+    sim = Simulation(path, n, seed=4, compute=compute).run(steps)
+    # (step the pull was applied after, worker it pulled to), in recorded order.
+    pulls = [(event.step, int(event.operator.rows[0])) for event in sim.trace.events()]
+    return sim, workers, pulls
+
+
+@pytest.mark.parametrize("lag", [0, 1, 3])
+def test_delay_steps_applies_an_event_that_many_computations_later(tmp_path, lag):
+    # The pull fired by computation t lands after computation t + lag: the due step is
+    # counted from the computation that fired it (an off-by-one shifts every pair).
+    steps = 40
+    sim, workers, pulls = _delayed_pulls(tmp_path, str(lag), steps)
+    worker_rows = [sim.layout.owner_slot("workers", w) for w in range(4)]
+    expected = [(t + lag, worker_rows[workers[t]]) for t in range(steps - lag)]
+    assert pulls == expected
+
+
+def test_uniform_delay_steps_stay_within_their_bounds_and_use_all_of_them(tmp_path):
+    steps = 400
+    sim, workers, pulls = _delayed_pulls(tmp_path, "{low: 1, high: 3}", steps)
+    worker_rows = [sim.layout.owner_slot("workers", w) for w in range(4)]
+    # Each pull lands 1 to 3 computations after one of its worker's computations; where
+    # only one lag explains it, that lag was drawn, and every lag of the range is drawn.
+    drawn = set()
+    for step, row in pulls:
+        lags = {step - t for t in range(step - 3, step) if t >= 0 and
+                worker_rows[workers[t]] == row and step - t >= 1}
+        assert lags, (step, row)
+        if len(lags) == 1:
+            drawn |= lags
+    assert drawn == {1, 2, 3}
+    assert steps - 3 <= len(pulls) <= steps
+
+
+def test_rounds_are_counted_from_zero():
+    # Local steps every 3 rounds: the first average closes round 3, after step 3 n - 1.
+    sim = Simulation("local-step", 4, seed=0, params={"local_steps": 3}).run(24)
+    assert sim.trace.ev_step == [11, 23]
+
+
+def test_running_to_the_current_step_changes_nothing():
+    sim = Simulation("async-ring", 4, seed=0).run(10)
+    now, events = sim.env.now, len(sim.trace)
+    sim.run(10)
+    assert sim.env.now == now and len(sim.trace) == events and sim.step == 10
+
+
+@pytest.mark.parametrize(("distribution", "low", "high"),
+                         [("constant", 2, 2), ("uniform", 0, 4), ("geometric", 0, 8)])
+def test_delay_line_lags_follow_their_law(distribution, low, high):
+    # delay = 2: the update of computation t lands in buffer slot (t + D_t) mod length,
+    # D_t constant 2, uniform on 0..4, or geometric (mean 2) truncated at 4 * 2 = 8.
+    sim = Simulation("delayed", 3, seed=1, compute=lambda worker, view, step: np.ones(1),
+                     record_updates=True,
+                     params={"delay": 2, "distribution": distribution}).run(600)
+    rows = sim.layout.rows("buffer")
+    lags = [(int(np.flatnonzero(rows == row)[0]) - step) % rows.size
+            for step, (_, row, _) in zip(
+                (sim.trace.ev_step[i] for i in sorted(sim.trace.updates)),
+                (sim.trace.updates[i] for i in sorted(sim.trace.updates)), strict=True)]
+    assert min(lags) == low and max(lags) == high
+    if distribution == "geometric":
+        np.testing.assert_allclose(np.mean(lags), 2.0, atol=0.3)
+
+
+_SYNC_PULL = """
+name: sync-pull
+summary: Synchronous parameter server whose workers pull the model after each own step.
+slots: {server: 1}
+view: workers
+target: server
+schedule: sync
+communication:
+  - on: own-step
+    op: copy
+    args: {source: server, to: workers, scope: self}
+consensus: {average: server}
+"""
+
+
+def test_synchronous_workers_with_own_step_events_wait_for_each_round(tmp_path):
+    path = tmp_path / "sync-pull.yaml"
+    path.write_text(_SYNC_PULL)
+    workers = []
+    sim = Simulation(path, 4, seed=2,
+                     compute=lambda worker, view, step: workers.append(worker)).run(12)
+    # Every worker computes once per round (a barrier), each followed by its own pull.
+    assert [sorted(workers[r:r + 4]) for r in (0, 4, 8)] == [[0, 1, 2, 3]] * 3
+    assert sim.trace.ev_step == list(range(12))
+
+
+def test_a_rule_switched_off_by_when_leaves_the_later_rules_on():
+    # gossip's first rule (sync rounds) is off in async mode; the pairwise rule after it
+    # fires after every computation.
+    sim = Simulation("gossip", 5, seed=0, params={"mode": "async"}).run(20)
+    assert sim.trace.ev_step == list(range(20))
+    assert set(sim.trace.ev_kind) == {"pairwise"}
+
+
+def test_a_pull_of_d_float32_values_takes_its_size_over_the_bandwidth():
+    # d = 2 float32 values = 8 bytes at 8 bytes/s: each pull lands 1 s after its step.
+    timing = Timing(compute=ComputeTime("constant", mean=1.0), links=Links(bandwidth=8.0))
+    sim = Simulation("async-ps", 1, d=2, seed=0, timing=timing).run(3)
+    assert sim.trace.ev_time == [2.0, 4.0, 6.0]
+
+
+def test_a_target_group_given_as_a_mapping_is_the_same_target(tmp_path):
+    text = Path(load_protocol("async-ps").source).read_text()
+    assert "target: server" in text
+    path = tmp_path / "mapping.yaml"
+    path.write_text(text.replace("target: server", "target: {group: server}"))
+
+    def compute(worker, view, step):
+        return np.full(1, 0.1 * (worker + 1))
+
+    a = Simulation("async-ps", 3, seed=1, compute=compute).run(30)
+    b = Simulation(path, 3, seed=1, compute=compute).run(30)
+    assert np.array_equal(a.X, b.X) and a.trace.ev_op == b.trace.ev_op
+
+
+def test_per_step_rules_fire_after_every_kth_computation():
+    # hybrid: the groups gossip after computations 3, 7, 11, ... (gossip_every = 4).
+    sim = Simulation("hybrid", 8, seed=0, params={"group_size": 2, "gossip_every": 4}).run(16)
+    gossip = [step for step, kind in zip(sim.trace.ev_step, sim.trace.ev_kind, strict=True)
+              if kind == "gossip"]
+    assert sorted(set(gossip)) == [3, 7, 11, 15]
+
+
+def test_round_rules_see_their_round_index():
+    # One-peer exponential graph, 8 workers: round r pairs i with i + 2^r (mod 8).
+    sim = Simulation("one-peer-exponential", 8, seed=0).run(24)
+    assert len(sim.trace) == 3
+    for r, event in enumerate(sim.trace.events()):
+        W = event.operator.to_dense()
+        assert W[0, 2 ** (r % 3)] > 0, r
+
+
+@pytest.mark.parametrize("delay", ["-1", '"=lag - 4"', '"=lag / 2"'])
+def test_delay_steps_must_be_a_non_negative_integer(tmp_path, delay):
+    with pytest.raises(ProtocolError, match="delay_steps") as info:
+        _delayed_pulls(tmp_path, delay, 5)
+    assert info.value.key.endswith(".delay_steps")
+
+
+def test_a_delay_line_of_delay_zero_delivers_at_once():
+    sim = Simulation("delayed", 3, seed=0, compute=lambda worker, view, step: np.ones(1),
+                     record_updates=True, params={"delay": 0}).run(10)
+    # Each update is delivered right after its own computation, before the pull.
+    assert list(zip(sim.trace.ev_step, sim.trace.ev_kind, strict=True)) == [
+        (t, kind) for t in range(10) for kind in ("update", "deliver", "copy")]
+    assert sim.layout.rows("buffer").size == 1
+
+
+def test_an_own_step_rule_after_a_delayed_one_still_fires(tmp_path):
+    # Two pulls per computation: one a step late, one at once.
+    text = _DELAYED_PULL.replace("{delay}", "1") + """  - on: own-step
+    op: copy
+    args: {source: server, to: workers, scope: self}
+"""
+    text = text.replace("consensus: {average: server}\n", "") + "consensus: {average: server}\n"
+    path = tmp_path / "two-pulls.yaml"
+    path.write_text(text)
+    sim = Simulation(path, 3, seed=0).run(20)
+    per_step = np.bincount(sim.trace.ev_step, minlength=20)
+    assert per_step[0] == 1 and np.all(per_step[1:] == 2)

@@ -3,10 +3,11 @@
 import json
 from pathlib import Path
 
+import naive
 import numpy as np
 import pytest
 
-from mixsim import DivergenceError, optim
+from mixsim import DivergenceError
 from mixsim.errors import ConfigError
 from mixsim.learning import _Learner, run
 from mixsim.scenario import Scenario
@@ -33,13 +34,12 @@ def test_one_worker_reproduces_the_sequential_optimizer_step_for_step():
     ds, problem = learner.dataset, learner.problem
     shard = learner.shards[0]
     x = problem.init(0).astype(ds.A_train.dtype) * 0 + learner.sim.X[0]
-    opt = optim.make_optimizer("amsgrad", lr=0.01)
-    state = opt.init(x)
+    # The NumPy twin of AMSGrad (seed 000 Alg. 1), independent of mixsim.optim.
+    m, v, v_hat = (np.zeros_like(x) for _ in range(3))
     expected = [problem.loss(x, ds.A_train, ds.y_train)]
     for _ in range(30):
-        update, state = opt.update(problem.grad(x, ds.A_train[shard], ds.y_train[shard]),
-                                   state, x)
-        x = x + update
+        g = problem.grad(x, ds.A_train[shard], ds.y_train[shard])
+        x, m, v, v_hat = naive.amsgrad_step(x, g, m, v, v_hat, 0.01, 0.9, 0.999, 1e-8)
         expected.append(problem.loss(x, ds.A_train, ds.y_train))
     np.testing.assert_allclose(result.table["loss"], expected, rtol=1e-12)
 
@@ -136,17 +136,36 @@ def test_every_kind_of_run_learns(protocol, placement):
 
 
 def test_theorem1_bound_is_computed_and_holds_for_sgd_least_squares():
-    result = run(_scenario(workers=4, protocol={"name": "sync-ring"},
-                           problem={"name": "least-squares"},
-                           data={"name": "synthetic-linear", "batch": 8},
-                           optimizer={"method": {"name": "sgd", "lr": 0.01}},
-                           steps=400, eval_every=40, outputs={"measure_mixing": True}))
+    scenario = _scenario(workers=4, protocol={"name": "sync-ring"},
+                         problem={"name": "least-squares"},
+                         data={"name": "synthetic-linear", "batch": 8},
+                         optimizer={"method": {"name": "sgd", "lr": 0.01}},
+                         steps=400, eval_every=40, outputs={"measure_mixing": True})
+    result = run(scenario)
     bound = result.summary["bound"]
     assert bound["theorem"] == "theorem1" and bound["t_mix"] == 4 and bound["xi"] == 1.0
     assert bound["L"] > 0 and bound["sigma2"] > 0
-    pairs = [(m, b) for m, b in zip(bound["measured"], bound["bound"], strict=True)
-             if b is not None]
-    assert pairs and all(m <= b for m, b in pairs)
+    # Both sides recomputed here, not read from the summary: L = lambda_max(A^T A / m) of
+    # the least-squares loss, t_mix = 4 (ring of 4, exact averaging), xi = 1 (doubly
+    # stochastic), consensus step lr / n, and eq. 9 of seed 002 divided by T alpha.
+    A = _Learner(scenario, None).dataset.A_train
+    L = np.linalg.eigvalsh(A.T @ A / A.shape[0]).max()
+    np.testing.assert_allclose(bound["L"], L, rtol=1e-10)
+    alpha, t_mix, xi, sigma2 = 0.01 / 4, 4, 1.0, bound["sigma2"]
+    c = (1 + xi) ** 2 * xi**2
+    steps, losses = result.table["step"], result.table["loss"]
+    squares = result.table["grad_norm"] ** 2
+    measured = np.cumsum(squares) / np.arange(1, len(squares) + 1)
+    checked = 0
+    for T, loss, mean_square in zip(steps[1:], losses[1:], measured[1:], strict=True):
+        rhs = (2 * max(losses[0] - loss, 0) + sigma2 * L * T * alpha**2
+               + 4 * c * t_mix * sigma2 * L**2 * (T + 1) * alpha**3)
+        lhs_factor = T * alpha * (1 - 16 * c * t_mix**2 * L**2 * alpha**2)
+        assert lhs_factor > 0
+        assert mean_square <= rhs / lhs_factor
+        checked += 1
+    assert checked == 10
+    np.testing.assert_allclose(bound["measured"], measured, rtol=1e-12)
 
 
 @pytest.mark.parametrize(("protocol", "optimizer", "message"), [

@@ -21,7 +21,9 @@ from mixsim.optim import (
 )
 
 DTYPES = [np.float32, np.float64]
+# Tolerances follow the dtype: a few ulps times the few dozen operations of a short run.
 RTOL = {np.float32: 2e-6, np.float64: 1e-13}
+ATOL = {np.float32: 1e-7, np.float64: 1e-15}
 
 
 def gradients(d, steps, dtype, seed=0):
@@ -54,7 +56,7 @@ def test_amsgrad_matches_naive(dtype, d):
     m = v = vh = np.zeros(d, dtype)
     for g in gs:
         rx, m, v, vh = naive.amsgrad_step(rx, g, m, v, vh, 0.01, 0.9, 0.99, 1e-8)
-    np.testing.assert_allclose(x, rx, rtol=RTOL[dtype], atol=1e-7)
+    np.testing.assert_allclose(x, rx, rtol=RTOL[dtype], atol=ATOL[dtype])
     np.testing.assert_allclose(state.v_hat, vh, rtol=RTOL[dtype])
     assert x.dtype == dtype and state.m.dtype == dtype and state.count == 4
 
@@ -67,7 +69,7 @@ def test_amsgrad_torch_form_matches_naive(dtype):
     m = v = vm = np.zeros(50, dtype)
     for t, g in enumerate(gs, start=1):
         rx, m, v, vm = naive.amsgrad_torch_step(rx, g, m, v, vm, t, 0.01, 0.9, 0.999, 1e-8)
-    np.testing.assert_allclose(x, rx, rtol=10 * RTOL[dtype], atol=1e-7)
+    np.testing.assert_allclose(x, rx, rtol=10 * RTOL[dtype], atol=ATOL[dtype])
 
 
 def test_the_two_amsgrad_forms_differ():
@@ -89,7 +91,7 @@ def test_amsgrad_torch_form_matches_torch(dtype):
     for g in gs:
         p.grad = torch.from_numpy(g.copy())
         opt.step()
-    np.testing.assert_allclose(x, p.detach().numpy(), rtol=10 * RTOL[dtype], atol=1e-6)
+    np.testing.assert_allclose(x, p.detach().numpy(), rtol=10 * RTOL[dtype], atol=10 * ATOL[dtype])
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -101,7 +103,7 @@ def test_adam_family_matches_naive(dtype, p):
     m = v = np.zeros(100, dtype)
     for g in gs:
         rx, m, v = naive.adam_family_step(rx, g, m, v, 0.01, p, 0.9, 0.9, 1e-6)
-    np.testing.assert_allclose(x, rx, rtol=10 * RTOL[dtype], atol=1e-6)
+    np.testing.assert_allclose(x, rx, rtol=10 * RTOL[dtype], atol=10 * ATOL[dtype])
     np.testing.assert_allclose(state.v, v, rtol=RTOL[dtype])
 
 
@@ -169,8 +171,8 @@ def test_onebit_adam_matches_naive(dtype):
         rx, m, v = naive.adam_plain_step(rx, g, m, v, 0.01, 0.9, 0.99, 1e-8)
     for g in gs[3:]:
         rx, m, e = naive.onebit_momentum_step(rx, g, m, v, e, 0.01, 0.9, 1e-8)
-    np.testing.assert_allclose(x, rx, rtol=20 * RTOL[dtype], atol=1e-6)
-    np.testing.assert_allclose(state.error, e, rtol=20 * RTOL[dtype], atol=1e-6)
+    np.testing.assert_allclose(x, rx, rtol=20 * RTOL[dtype], atol=10 * ATOL[dtype])
+    np.testing.assert_allclose(state.error, e, rtol=20 * RTOL[dtype], atol=10 * ATOL[dtype])
     assert state.bits == 32 + 25
 
 

@@ -187,3 +187,32 @@ def test_disconnected_rejected():
 def test_missing_edge_list_file(tmp_path):
     with pytest.raises(ConfigError, match="does not exist"):
         make_graph(str(tmp_path / "missing.edgelist"), 4)
+
+
+@pytest.mark.parametrize("G", [nx.barbell_graph(4, 2), nx.lollipop_graph(5, 3),
+                               nx.gnp_random_graph(12, 0.3, seed=4)])
+def test_metropolis_follows_the_max_degree_rule_on_irregular_graphs(G):
+    # The rule written out edge by edge: 1 / (1 + max(d_i, d_j)), where the mean or the
+    # smaller degree would give other weights on these graphs.
+    nodes = sorted(G)
+    expected = np.zeros((len(nodes), len(nodes)))
+    for i, j in G.edges():
+        expected[i, j] = expected[j, i] = 1.0 / (1 + max(G.degree(i), G.degree(j)))
+    expected[np.diag_indices(len(nodes))] = 1.0 - expected.sum(axis=1)
+    assert not nx.is_regular(G)
+    np.testing.assert_allclose(gossip_matrix(G, "metropolis").toarray(), expected,
+                               rtol=0, atol=4 * np.finfo(float).eps)
+
+
+def test_a_single_worker_has_a_graph_and_the_identity_matrix():
+    G = make_graph("complete_graph", 1)
+    assert list(G.nodes()) == [0]
+    for weights in ("metropolis", "max-degree", "uniform"):
+        assert gossip_matrix(G, weights).toarray().tolist() == [[1.0]]
+
+
+def test_networkx_dispatch_keywords_are_not_generator_arguments():
+    with pytest.raises(ConfigError, match="no parameter 'backend'") as info:
+        make_graph("cycle_graph", 4, args={"backend": "networkx"})
+    assert info.value.key == "args.backend"
+    assert "backend" not in str(info.value).split("its parameters are")[1]

@@ -18,19 +18,18 @@ from __future__ import annotations
 
 import math
 
-import numba
 import numpy as np
 from llvmlite import ir
 from numba.core import cgutils, types
 from numba.cpython.unsafe.numbers import trailing_zeros as _trailing_zeros
 from numba.extending import intrinsic
 
-from mixsim._numba import JIT_OPTIONS
+from mixsim import _numba
 
 # mixsim's standard options plus numpy's error model: a division by zero gives inf/NaN
 # instead of raising (kernels never raise), and the loops vectorise (the Python error
 # model's zero check blocks SIMD: the AMSGrad step runs 3-4x slower with it).
-njit = numba.njit(**JIT_OPTIONS, error_model="numpy")
+njit = _numba.njit(error_model="numpy")
 
 # Sample size of the threshold estimate in the top-k selection, and the size below which
 # the selection goes straight to the exact O(d) path (sampling does not pay there).
@@ -291,10 +290,7 @@ def _sample_threshold(sample, k, d, widen):
     rank = int(math.ceil(expected + 4.0 * math.sqrt(expected) + 4.0))
     if rank >= s:
         return -1.0
-    t = sample[s - rank]
-    if t <= 0.0:
-        return -1.0
-    return t
+    return sample[s - rank]
 
 
 @njit
@@ -304,15 +300,27 @@ def _candidate_capacity(k, d, widen):
 
 
 @njit
-def _strided_sample(x, y, d):
-    """Sorted magnitudes of ``x + y`` (``y`` may be empty) at ``_SAMPLE`` evenly spread points."""
+def _merge_ties(above, n_above, tied, n_tied, idx):
+    """The increasing merge of ``above[:n_above]`` and ``tied[:n_tied]`` into ``idx``."""
+    a = 0
+    b = 0
+    for out in range(n_above + n_tied):
+        if b == n_tied or (a < n_above and above[a] < tied[b]):
+            idx[out] = above[a]
+            a += 1
+        else:
+            idx[out] = tied[b]
+            b += 1
+    return n_above + n_tied
+
+
+@njit
+def _strided_sample(x, d):
+    """Sorted magnitudes of ``x`` at ``_SAMPLE`` evenly spread points."""
     stride = d // _SAMPLE
     sample = np.empty(_SAMPLE, np.float64)
-    with_y = y.shape[0] == d
     for j in range(_SAMPLE):
-        i = j * stride
-        value = x[i] + y[i] if with_y else x[i]
-        sample[j] = _magnitude(value)
+        sample[j] = _magnitude(x[j * stride])
     sample.sort()
     return sample
 
@@ -324,7 +332,10 @@ def _top_k_select(x, k, idx):
     Exact, not a full sort: a threshold estimated from a strided sample, one pass that
     collects the entries at or above it, an exact selection among those candidates. If the
     estimate misses (too few or too many candidates) the threshold is widened, and after
-    that the exact O(d) selection on all entries is used.
+    that the exact O(d) selection on all entries is used. The pass keeps the entries tied
+    at the threshold apart (the first ``k`` of them): when fewer than ``k`` lie strictly
+    above it, the threshold is the k-th magnitude and the answer is those entries and the
+    first ties, however many entries are tied (integer-valued or constant input).
     """
     d = x.shape[0]
     if k <= 0:
@@ -335,7 +346,7 @@ def _top_k_select(x, k, idx):
         return d
     if d < _SMALL:
         return _top_k_exact(x, k, idx)
-    sample = _strided_sample(x, x[:0], d)
+    sample = _strided_sample(x, d)
     widen = 1.0
     for _ in range(2):
         t = _sample_threshold(sample, k, d, widen)
@@ -344,19 +355,30 @@ def _top_k_select(x, k, idx):
         cap = _candidate_capacity(k, d, widen)
         cand = np.empty(cap, np.int64)
         found = np.empty(cap, x.dtype)
-        n = 0
+        tied = np.empty(k, np.int64)
+        above = 0
+        at = 0
         for i in range(d):
             a = x[i]
             if not (abs(a) < t):
-                if n < cap:
-                    cand[n] = i
-                    found[n] = a
-                n += 1
-        if n > cap:
-            break
-        if n >= k:
-            return _gather_top(found, cand, n, k, idx)
-        widen *= 4.0
+                if _magnitude(a) > t:
+                    if above < cap:
+                        cand[above] = i
+                        found[above] = a
+                    above += 1
+                else:
+                    if at < k:
+                        tied[at] = i
+                    at += 1
+        if above + at < k:
+            widen *= 4.0
+            continue
+        if above < k:
+            # t is the k-th magnitude: every entry above it, then the first ties.
+            return _merge_ties(cand, above, tied, k - above, idx)
+        if above <= cap:
+            return _gather_top(found, cand, above, k, idx)
+        break
     return _top_k_exact(x, k, idx)
 
 
