@@ -191,6 +191,9 @@ def describe(name: str) -> str:
         found.append(_describe_protocol(name))
     if name in problems._PROBLEMS:
         found.append(_describe_problem(name))
+    elif name in problems._OTHER_PROBLEMS:
+        found.append(f"problem {name}: {problems._OTHER_PROBLEMS[name]}\n  its parameters: "
+                     "docs/torch.md")
     if name in data._DATASETS:
         found.append(_describe_dataset(name))
     kinds = {"optimizers": "optimizer", "compressors": "compressor",

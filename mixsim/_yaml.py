@@ -128,7 +128,10 @@ def load(text: str):
         Invalid YAML, a duplicate key, or more than :data:`MAX_NODES` expanded nodes.
     """
     _check(text)
-    return yaml.load(text, Loader=_Loader)  # noqa: S506 - a safe loader
+    try:
+        return yaml.load(text, Loader=_Loader)  # noqa: S506 - a safe loader
+    except ValueError as exc:  # an integer of more than 4,300 digits, say
+        raise yaml.YAMLError(f"a value cannot be read: {exc}") from None
 
 
 def read_text(path, *, what: str = "", error: type[ConfigError] = ConfigError) -> str:

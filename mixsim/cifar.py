@@ -74,8 +74,12 @@ def read_batch(path) -> tuple[np.ndarray, np.ndarray]:
     if not isinstance(batch, dict) or b"data" not in batch or b"labels" not in batch:
         raise ConfigError(f"{path} is not a CIFAR-10 python batch (a dict with b'data' and "
                           "b'labels')", key="data.path")
-    data = np.asarray(batch[b"data"])
-    labels = np.asarray(batch[b"labels"])
+    try:
+        data = np.asarray(batch[b"data"])
+        labels = np.asarray(batch[b"labels"])
+    except (TypeError, ValueError) as exc:  # ragged lists, objects that are not arrays
+        raise ConfigError(f"{path}: b'data' and b'labels' must be arrays: {exc}",
+                          key="data.path") from None
     if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != _PIXELS:
         raise ConfigError(f"{path}: b'data' must be uint8 of shape (N, {_PIXELS}), got "
                           f"{data.dtype} {data.shape}", key="data.path")

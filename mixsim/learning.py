@@ -287,8 +287,11 @@ def _corollary1(scenario: Scenario, source: str | None, *, measure: bool = True)
     timing = Timing(ComputeTime(**scenario.timing.compute.model_dump()),
                     Links(**scenario.timing.links.model_dump()))
     with _section(source, "protocol"):
+        # Every coordinate of a sparsified protocol mixes on its own: as many as
+        # `mixsim mixing-time` simulates, not coordinate 0 alone.
         t_mix, xi = trace_mixing_time(probe.protocol, scenario.workers, seed=scenario.seed,
-                                      timing=timing)
+                                      timing=timing,
+                                      d=16 if probe.protocol.sparsify is not None else 1)
     choice = bounds.corollary1_choice(scenario, probe, probe.total_steps(), t_mix, xi)
     return with_lr(choice["lr"]), choice
 

@@ -504,6 +504,10 @@ def mixing_time(protocol, workers=(8,), *, runs: int = 100, method: str = "auto"
     for key, value in (("d", d), ("starts", starts)):
         if value is not None and (not isinstance(value, int | np.integer) or value < 1):
             raise ProtocolError(f"{key} = {value!r} must be an integer >= 1", key=key)
+    if starts is not None and starts > MAX_STEPS:
+        # A start past the longest run the trace method simulates is never reached.
+        raise ProtocolError(f"starts = {starts!r} must be at most {MAX_STEPS:,} (the longest "
+                            "run the trace method simulates)", key="starts")
     _memory.require(runs * _memory.BYTES_PER_RUN, f"{runs:,} runs", key="runs")
     protocol = load_protocol(protocol, params)
     if d is None:

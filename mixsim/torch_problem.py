@@ -92,7 +92,7 @@ def _resolve_factory(spec: str, base_dir: Path):
         module = importlib.util.module_from_spec(loader_spec)
         try:
             loader_spec.loader.exec_module(module)
-        except Exception as exc:
+        except (Exception, SystemExit) as exc:
             raise ConfigError(f"{spec!r}: importing {path} failed: "
                               f"{type(exc).__name__}: {exc}", key=key) from None
     else:
@@ -104,7 +104,25 @@ def _resolve_factory(spec: str, base_dir: Path):
     factory = getattr(module, name, None)
     if not callable(factory):
         raise ConfigError(f"{spec!r}: {where} has no callable {name!r}", key=key)
+    if not where.endswith(".py"):
+        _check_factory(spec, factory, key)
     return factory, False
+
+
+def _check_factory(spec: str, factory, key: str) -> None:
+    """A ``package.module:factory`` must be a Python function or class of the user's own
+    code: a scenario file must not call ``os:system`` or ``subprocess:run`` with arguments
+    of its choosing (the standard library and compiled built-ins are refused)."""
+    import inspect
+    import sys
+
+    origin = getattr(factory, "__module__", None) or ""
+    top = origin.split(".")[0]
+    if (not (inspect.isfunction(factory) or inspect.isclass(factory))
+            or top in sys.stdlib_module_names or top == "builtins"):
+        raise ConfigError(f"{spec!r} is not a model factory (a Python function or class "
+                          "returning a torch.nn.Module, outside the standard library)",
+                          key=key)
 
 
 def _first_line(exc: Exception) -> str:
@@ -191,7 +209,7 @@ class TorchProblem:
             module = self._build()
         except ConfigError:
             raise
-        except Exception as exc:
+        except (Exception, SystemExit) as exc:  # a factory's exit() is a failure too
             raise ConfigError(f"model {self.model_name!r}: the factory failed: "
                               f"{_first_line(exc)}", key=f"{_KEY}.model") from None
         if not isinstance(module, torch.nn.Module):

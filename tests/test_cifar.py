@@ -42,6 +42,7 @@ def test_batch_numbers_sort_numerically_and_samples_keep_the_first_rows(tmp_path
     ("short-rows", "must be uint8 of shape (N, 3072)"),
     ("labels", "integers in 0..9"),
     ("code", "refusing to load"),
+    ("ragged", "must be arrays"),
 ])
 def test_a_missing_or_malformed_file_is_one_config_error_naming_it(tmp_path, damage, message):
     write_folder(tmp_path)
@@ -56,6 +57,9 @@ def test_a_missing_or_malformed_file_is_one_config_error_naming_it(tmp_path, dam
         write_batch(tmp_path / "data_batch_2", np.zeros((2, 100)), [0, 1])
     elif damage == "labels":
         write_batch(tmp_path / "data_batch_2", np.zeros((2, 3072)), [0, 10])
+    elif damage == "ragged":
+        with open(tmp_path / "data_batch_2", "wb") as handle:
+            pickle.dump({b"data": [[1], [1, 2]], b"labels": [0, 1]}, handle, protocol=2)
     else:
         with open(tmp_path / "data_batch_2", "wb") as handle:
             pickle.dump({b"data": print}, handle, protocol=2)  # a callable: code

@@ -220,3 +220,9 @@ def test_a_closed_pipe_ends_quietly():
     os.close(write_end)
     assert result.returncode == 141
     assert "Traceback" not in result.stderr and "BrokenPipeError" not in result.stderr
+
+
+def test_list_names_a_problem_built_elsewhere(capsys):
+    # `mixsim list` shows torch among the problems; `mixsim list torch` describes it.
+    assert main(["list", "torch"]) == 0
+    assert capsys.readouterr().out.startswith("problem torch: a torch.nn.Module")

@@ -226,3 +226,10 @@ def test_xi_of_a_trace_run_is_its_largest_window_norm():
             best = max(best, np.linalg.norm(product, 2))
     xi, kind = measure.xi(t_mix)
     assert kind == "exact" and xi == pytest.approx(best, rel=1e-9) and xi > 2.406
+
+
+def test_starts_beyond_the_longest_run_are_refused():
+    from mixsim.errors import ProtocolError
+
+    with pytest.raises(ProtocolError, match="starts = 1000000000000 must be at most"):
+        mixing_time("allreduce", 4, starts=10**12)

@@ -29,6 +29,9 @@ def zero_linear(features=64, classes=10):
 
 def not_a_module():
     return 3
+
+def leaves():
+    raise SystemExit(0)
 """
 
 
@@ -170,6 +173,10 @@ def test_resnet20_on_cifar_files_learns_and_one_seed_gives_the_same_bytes(tmp_pa
     ("models.py:absent", "has no callable 'absent'"),
     ("models.py:not_a_module", "returned int, not a torch.nn.Module"),
     ("resnet21", "unknown model 'resnet21'"),
+    # A scenario file cannot call the standard library with arguments of its choosing.
+    ("os:system", "is not a model factory"),
+    ("subprocess:run", "is not a model factory"),
+    ("models.py:leaves", "the factory failed: SystemExit"),
 ])
 def test_a_model_that_does_not_resolve_is_one_line_naming_the_key(model_file, model, message):
     with pytest.raises(ConfigError) as info:

@@ -83,3 +83,8 @@ def test_duplicate_key_in_scenario_names_file_line_and_key(tmp_path):
     with pytest.raises(ConfigError, match=r"dup\.yaml:3: .*duplicate key 'steps' \(first on "
                                           r"line 1\)"):
         load_scenario(path)
+
+
+def test_an_integer_too_long_to_read_is_a_yaml_error():
+    with pytest.raises(yaml.YAMLError, match="4300 digits"):
+        _yaml.load("steps: " + "9" * 5001 + "\n")
