@@ -225,6 +225,7 @@ def _cmd_mixing_time(args) -> int:
     from mixsim._dask import mixing_times
     from mixsim.report import strict_json
 
+    _check_plot(args)
     with _blame_set(), _dask_runs(args) as map_runs:
         results = mixing_times([args.protocol], args.workers, map_runs=map_runs,
                                **_mixing_kwargs(args))[args.protocol]
@@ -285,11 +286,21 @@ def _lemma1_dict(check) -> dict:
             "trace_xi": check.trace_xi}
 
 
+def _check_plot(args) -> None:
+    """``--plot FILE.png`` is checked before anything is computed, and its folder made."""
+    if args.plot:
+        from mixsim.report import check_out_file, make_out_dir
+
+        check_out_file(args.plot, "--plot")
+        make_out_dir(Path(args.plot).parent, "--plot")
+
+
 def _cmd_compare(args) -> int:
     from mixsim._dask import mixing_times
     from mixsim.plotting import plot_mixing_times
     from mixsim.report import strict_json
 
+    _check_plot(args)
     with _blame_set(), _dask_runs(args) as map_runs:
         all_results = mixing_times(args.protocols, args.workers, map_runs=map_runs,
                                    **_mixing_kwargs(args))
@@ -374,8 +385,9 @@ def _cmd_plot(args) -> int:
 
     out = args.out or str(Path(args.sweep_dir) / f"{args.metric}-vs-{args.x}.png")
     if args.out:
-        from mixsim.report import make_out_dir
+        from mixsim.report import check_out_file, make_out_dir
 
+        check_out_file(args.out, "--out")
         make_out_dir(Path(args.out).parent)
     plot_sweep(args.sweep_dir, out, metric=args.metric, x=args.x, group=args.group,
                rows=args.rows, logx=args.logx, logy=args.logy)

@@ -384,6 +384,11 @@ def _run(scenario, source, out_dir, started, progress, overwrite) -> RunResult:
     except DivergenceError as exc:
         error = exc
         result.complete = False
+    except KeyboardInterrupt:
+        if writer is not None:
+            # The metrics so far are on disk; the summary says the run did not finish.
+            writer.interrupted(learner.sim.step)
+        raise
     finally:
         bar.close()
     t_mix, xi = (None, None)

@@ -22,7 +22,7 @@ from mixsim.errors import ConfigError
 from mixsim.metrics import METRICS
 
 __all__ = ["Writer", "summary", "scenario_fingerprint", "format_number", "strict_json",
-           "check_out_dir"]
+           "check_out_dir", "check_out_file"]
 
 _PACKAGES = ("mixsim", "numpy", "scipy", "simpy", "numba", "networkx", "scikit-learn")
 
@@ -81,6 +81,16 @@ def check_out_dir(path, name: str = "--out") -> None:
     if not os.access(probe, os.W_OK | os.X_OK):
         raise ConfigError(f"{path}: cannot make the folder, {probe} is not writable",
                           source=name)
+
+
+def check_out_file(path, name: str) -> None:
+    """Raise :class:`ConfigError` unless a file can be written at ``path``: not a folder,
+    in a folder that exists or can be made (:func:`check_out_dir`)."""
+    path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{path} is a folder; give a file name (e.g. {path / 'plot.png'})",
+                          source=name)
+    check_out_dir(path.parent, name)
 
 
 def make_out_dir(path, name: str = "--out") -> Path:
@@ -202,6 +212,13 @@ class Writer:
 
     def write_metrics(self, rows: list[dict]) -> None:
         _atomic_write(self.out_dir / "metrics.csv", metrics_csv(rows))
+
+    def interrupted(self, step: int) -> None:
+        """Mark the run as interrupted at ``step`` (``metrics.csv`` holds what was
+        recorded)."""
+        held = json.loads((self.out_dir / "summary.json").read_text())
+        held.update(status="interrupted", stopped_at_step=int(step))
+        _atomic_write(self.out_dir / "summary.json", json.dumps(held, indent=2) + "\n")
 
     def finish(self, result, learner) -> None:
         self.write_metrics(result.rows)

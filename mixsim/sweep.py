@@ -596,6 +596,9 @@ def _read_point(path: Path) -> tuple[dict | None, str | None]:
         return None, "no checksum (written by an older mixsim, or not a point file)"
     if record["checksum"] != _checksum(record):
         return None, "checksum mismatch (changed after it was written)"
+    if record.get("key") != path.stem:
+        # The checksum covers the content, not the name: a point copied under another.
+        return None, f"holds point {record.get('key')!r}, not {path.stem!r}"
     return record, None
 
 
@@ -774,9 +777,13 @@ def _load(out_dir: Path) -> tuple[dict, list[tuple[dict | None, str | None]]]:
     if not manifest_path.is_file():
         raise ConfigError(f"no {_MANIFEST}: not the output folder of a sweep",
                           source=str(out_dir))
-    manifest = json.loads(manifest_path.read_text())
-    records = [_read_point(out_dir / _POINTS / f"{p['key']}.json")
-               for p in manifest["points"]]
+    try:
+        manifest = json.loads(manifest_path.read_text())
+        keys = [p["key"] for p in manifest["points"]]
+    except (OSError, ValueError, TypeError, KeyError) as exc:
+        raise ConfigError(f"{_MANIFEST} is damaged ({type(exc).__name__}); rerun the sweep "
+                          "to write it again", source=str(out_dir)) from None
+    records = [_read_point(out_dir / _POINTS / f"{key}.json") for key in keys]
     return manifest, records
 
 

@@ -226,3 +226,13 @@ def test_list_names_a_problem_built_elsewhere(capsys):
     # `mixsim list` shows torch among the problems; `mixsim list torch` describes it.
     assert main(["list", "torch"]) == 0
     assert capsys.readouterr().out.startswith("problem torch: a torch.nn.Module")
+
+
+def test_a_plot_path_that_cannot_be_written_is_refused_before_the_work(tmp_path, capsys):
+    for target in (tmp_path, tmp_path / "file.txt" / "x.png"):
+        (tmp_path / "file.txt").write_text("a file")
+        assert main(["mixing-time", "allreduce", "--workers", "2", "--plot",
+                     str(target)]) == 2
+        err = capsys.readouterr().err
+        assert "--plot" in err and len(err.strip().splitlines()) == 1
+    assert not list(tmp_path.parent.glob(f".{tmp_path.name}*"))

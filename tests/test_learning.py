@@ -234,3 +234,24 @@ def test_outputs_of_another_scenario_are_not_overwritten(tmp_path, capsys):
         "method"]["lr"] == 0.02 and result.complete
     assert main(["run", str(path), "--out", str(out), "--quiet", "--overwrite"]) == 0
     assert (out / "metrics.csv").read_bytes() == before["metrics.csv"]
+
+
+def test_an_interrupted_run_says_so_in_its_summary(tmp_path, monkeypatch):
+    from mixsim import learning
+
+    calls = []
+    evaluate = learning._Learner.evaluate
+
+    def evaluate_then_interrupt(self):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return evaluate(self)
+
+    monkeypatch.setattr(learning._Learner, "evaluate", evaluate_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        run(_scenario(steps=200, eval_every=20), out=tmp_path)
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["status"] == "interrupted" and summary["complete"] is False
+    assert summary["stopped_at_step"] == 40
+    assert len((tmp_path / "metrics.csv").read_text().splitlines()) == 3  # header, 2 rows

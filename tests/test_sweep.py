@@ -361,6 +361,35 @@ def test_point_files_carry_a_checksum_and_changes_are_recomputed(tmp_path, capsy
     assert _metrics(out) == original  # recomputed: the same rows
 
 
+def test_a_point_file_copied_under_another_key_is_recomputed(tmp_path, capsys):
+    path = _write(tmp_path, SWEEP.replace("seeds: 2", "seeds: 1").replace(
+        "protocol.name: [sync-ring, async-ring]", "protocol.name: [sync-ring]"))
+    out = tmp_path / "out"
+    assert _exit_code(["sweep", str(path), "--serial", "--out", str(out), "--quiet"]) == 0
+    original = _metrics(out)
+    first, second = sorted((out / "points").glob("*.json"))[:2]
+    second.write_bytes(first.read_bytes())  # a valid record, under the other point's name
+    _, table = results_table(out)
+    assert next(r for r in table if r["point"] == second.stem)["status"] == "invalid"
+    assert _exit_code(["sweep", str(path), "--serial", "--out", str(out)]) == 0
+    captured = capsys.readouterr()
+    assert "1 computed now" in captured.out and f"holds point {first.stem!r}" in captured.err
+    assert _metrics(out) == original
+
+
+def test_a_damaged_manifest_is_one_line(tmp_path, capsys):
+    path = _write(tmp_path, SWEEP.replace("seeds: 2", "seeds: 1").replace(
+        "protocol.name: [sync-ring, async-ring]", "protocol.name: [sync-ring]"))
+    out = tmp_path / "out"
+    assert _exit_code(["sweep", str(path), "--serial", "--out", str(out), "--quiet"]) == 0
+    for text in ("garbage", '{"points": 5}'):
+        (out / "sweep.json").write_text(text)
+        assert _exit_code(["plot", str(out), "--metric", "loss", "--x",
+                           "optimizer.method.lr", "--out", str(tmp_path / "p.png")]) == 2
+        err = capsys.readouterr().err
+        assert "sweep.json is damaged" in err and len(err.strip().splitlines()) == 1
+
+
 def test_a_diverged_point_keeps_its_rows_as_mixsim_run_does(tmp_path):
     base = BASE.replace("{name: amsgrad, lr: 0.01}", "{name: sgd, lr: 1.0e+30}").replace(
         "{name: logistic}", "{name: least-squares}")
