@@ -265,6 +265,7 @@ def load_sweep(path) -> Sweep:
     _check_names(sweep, source, lines)
     if sweep.kind == "run":
         _check_optimizers(sweep, source, lines, base_source)
+        _check_learners(sweep, source, lines, base_source)
     return sweep
 
 
@@ -479,6 +480,29 @@ def _check_optimizers(sweep: Sweep, source: str, lines: dict, base_source: str) 
                 else "name"
             key = prefix if part == "memory" else f"{prefix}.{sub}"
             where = _origin(key, prefix, sweep.axes, source, lines, base_source)
+            raise ConfigError(f"{exc.message} (at point {_describe(point.axes)})",
+                              source=where, key=key) from None
+
+
+def _check_learners(sweep: Sweep, source: str, lines: dict, base_source: str) -> None:
+    """Build each distinct learning configuration once, without running it
+    (:func:`mixsim.learning.check_learner`, as ``mixsim validate`` does for a scenario):
+    what only the built pieces find (a placement the protocol lacks, a top-k ``k`` above
+    the model's dimension) fails before any point runs. Points that differ only in their
+    seed are built once: the seed changes no such check."""
+    from mixsim.learning import check_learner
+
+    checked = set()
+    for point in sweep.points:
+        signature = _canonical({k: v for k, v in point.config.items() if k != "seed"})
+        if signature in checked:
+            continue
+        checked.add(signature)
+        try:
+            check_learner(Scenario.model_validate(point.config))
+        except ConfigError as exc:
+            key = exc.key or "base"
+            where = _origin(key, key.split(".")[0], sweep.axes, source, lines, base_source)
             raise ConfigError(f"{exc.message} (at point {_describe(point.axes)})",
                               source=where, key=key) from None
 
