@@ -414,6 +414,12 @@ def _load(protocol: str | Path, params: dict, chain: tuple[Path, ...]) -> Protoc
     wrapper_view = Protocol(spec, own, source, name=spec.name, summary=spec.summary,
                             theory=spec.theory)
     base_name = wrapper_view.evaluate(spec.extends, 1, "extends")
+    if isinstance(spec.extends, str) and not spec.extends.startswith("=") \
+            and not os.path.isabs(base_name) \
+            and (base_name.endswith((".yaml", ".yml")) or "/" in base_name
+                 or (path.parent / base_name).is_file()):
+        # A file written in this file is relative to this file's folder.
+        base_name = os.path.normpath(os.path.join(os.path.abspath(path.parent), base_name))
     rest = {k: v for k, v in params.items() if k not in spec.params}
     if base_name == spec.name:
         raise ProtocolError("a protocol cannot extend itself", source=source, key="extends")

@@ -290,3 +290,9 @@ def test_scenario_naming_a_protocol_file_reads_its_edge_list(graph_folders, caps
     result = mixsim.run(str(scenario))
     assert result.complete and result.rows[-1]["step"] == 60
     assert result.summary["t_mix"] == CYCLE_T_MIX
+
+
+def test_extends_names_a_file_relative_to_its_folder(graph_folders, capsys):
+    protos, _ = graph_folders
+    (protos / "wrapper.yaml").write_text("name: wrapper\nsummary: s\nextends: literal.yaml\n")
+    assert _t_mix(capsys, ["../protos/wrapper.yaml"]) == CYCLE_T_MIX
