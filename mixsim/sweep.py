@@ -36,6 +36,7 @@ from mixsim import _memory, _yaml
 from mixsim.errors import ConfigError, DivergenceError
 from mixsim.metrics import METRICS
 from mixsim.scenario import (
+    _FILE_KEYS,
     Scenario,
     _error_from_validation,
     _key_lines,
@@ -55,6 +56,9 @@ RUN_METRICS = (*METRICS, "t_mix", "xi")
 #: Metric columns of a mixing-time point (one row per number of workers).
 MIXING_METRICS = ("workers", "t_mix", "ci95_low", "ci95_high", "xi", "theory", "runs",
                   "method")
+#: The keys of a mixing-time point that hold a path (as a scenario's protocol keys).
+_MIXING_FILE_KEYS = {("protocol",): _FILE_KEYS[("protocol", "name")],
+                     ("params", "graph"): _FILE_KEYS[("protocol", "params", "graph")]}
 _POINTS = "points"
 #: A sweep name: the name of one folder, not hidden, never ``..`` or a path.
 _PLAIN_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")
@@ -390,6 +394,10 @@ def _resolve(spec, base, chosen, seed, source, lines, base_source, base_lines) -
         except ConfigError as exc:
             raise ConfigError(exc.message, source=origins[key],
                               key=f"{section}.{key}") from None
+    # A path the sweep file writes (a protocol file, an edge list, a data file) is relative
+    # to the sweep file's folder; the base's were made relative to the base's already.
+    resolve_paths(config, Path(source).parent,
+                  None if spec.kind == "run" else _MIXING_FILE_KEYS)
     config["seed"] = seed
     if spec.kind == "mixing-time" and isinstance(config.get("workers"), int):
         config["workers"] = [config["workers"]]

@@ -284,6 +284,32 @@ def test_each_distinct_configuration_is_built_once(tmp_path, monkeypatch):
     assert len(sweep.points) == 24 and len(built) == 8
 
 
+#: AllReduce after every third synchronous round: t_mix = 3 n exactly (BRIEF, AllReduce).
+EVERY_THIRD = """\
+name: every-third
+summary: AllReduce every third round.
+schedule: sync
+communication:
+  - {on: round, every: 3, op: average, args: {group: workers}}
+"""
+
+
+def test_paths_in_a_sweep_file_are_relative_to_its_folder(tmp_path, monkeypatch):
+    folder = tmp_path / "sweeps"
+    folder.mkdir()
+    (folder / "every-third.yaml").write_text(EVERY_THIRD)
+    runs = _write(folder, "name: p\nbase: base.yaml\n"
+                  "grid: {protocol.name: [sync-ring, every-third.yaml]}\n", "runs.yaml")
+    mixing = _write(folder, "name: m\nkind: mixing-time\nprotocol: every-third.yaml\n"
+                    "workers: [4]\n", "mixing.yaml")
+    monkeypatch.chdir(tmp_path)  # not the sweeps' folder
+    names = [p.config["protocol"]["name"] for p in load_sweep(runs).points]
+    assert names == ["sync-ring", str(folder / "every-third.yaml")]
+    assert run_sweep(mixing, tmp_path / "out").failed == 0
+    (row,) = results_table(tmp_path / "out")[1]
+    assert row["t_mix"] == 3 * 4
+
+
 def test_plot_names_allowed_metrics_and_axes(tmp_path, capsys):
     out = tmp_path / "out"
     run_sweep(_write(tmp_path, SWEEP.replace("seeds: 2", "seeds: 1")), out)
