@@ -25,7 +25,7 @@ from mixsim.protocol import load_protocol
 from mixsim.scenario import Scenario, load_scenario, with_seed
 from mixsim.timing import ComputeTime, Links, Timing
 
-__all__ = ["RunResult", "run", "check_scenario", "METRICS"]
+__all__ = ["RunResult", "run", "check_scenario", "check_learner", "METRICS"]
 
 
 @dataclass
@@ -254,8 +254,15 @@ def check_scenario(path, overrides: dict | None = None) -> Scenario:
     """Validate a scenario completely without running it: the file, then the data, the
     problem, the protocol and the optimizer are built (raises :class:`ConfigError`)."""
     scenario = load_scenario(path, overrides)
-    _Learner(_corollary1(scenario, str(path), measure=False)[0], str(path))
+    check_learner(scenario, str(path))
     return scenario
+
+
+def check_learner(scenario: Scenario, source: str | None = None) -> None:
+    """Build a validated scenario's data, problem, protocol, simulation and optimizer
+    without running them: what only the built pieces can check (a placement the protocol
+    lacks, a top-k ``k`` above the model's dimension) raises :class:`ConfigError`."""
+    _Learner(_corollary1(scenario, source, measure=False)[0], source)
 
 
 def _corollary1(scenario: Scenario, source: str | None, *, measure: bool = True):

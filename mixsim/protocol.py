@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import os
 import re
 from contextlib import contextmanager
 from functools import cache
@@ -399,7 +400,7 @@ def load_protocol(protocol: str | Path | Protocol, params: dict | None = None) -
 def _load(protocol: str | Path, params: dict, chain: tuple[Path, ...]) -> Protocol:
     """:func:`load_protocol`, with the files already on the ``extends`` chain."""
     path = _resolve_path(protocol)
-    spec = _read_spec(path)
+    spec = _anchor_paths(_read_spec(path), path.parent)
     source = str(path)
     if path.resolve() in chain:
         names = " -> ".join(str(p) for p in (*chain, path.resolve()))
@@ -413,6 +414,12 @@ def _load(protocol: str | Path, params: dict, chain: tuple[Path, ...]) -> Protoc
     wrapper_view = Protocol(spec, own, source, name=spec.name, summary=spec.summary,
                             theory=spec.theory)
     base_name = wrapper_view.evaluate(spec.extends, 1, "extends")
+    if isinstance(spec.extends, str) and not spec.extends.startswith("=") \
+            and not os.path.isabs(base_name) \
+            and (base_name.endswith((".yaml", ".yml")) or "/" in base_name
+                 or (path.parent / base_name).is_file()):
+        # A file written in this file is relative to this file's folder.
+        base_name = os.path.normpath(os.path.join(os.path.abspath(path.parent), base_name))
     rest = {k: v for k, v in params.items() if k not in spec.params}
     if base_name == spec.name:
         raise ProtocolError("a protocol cannot extend itself", source=source, key="extends")
@@ -431,6 +438,32 @@ def _load(protocol: str | Path, params: dict, chain: tuple[Path, ...]) -> Protoc
                       summary=spec.summary, theory=theory, sparsify=eta, wrapper=spec,
                       given=given)
     return merged
+
+
+def _anchor_paths(spec: ProtocolSpec, folder: Path) -> ProtocolSpec:
+    """Make the edge-list paths a protocol file writes relative to its own ``folder``, in
+    place: a rule's literal ``graph`` argument and a ``str`` parameter's default that name a
+    file (a path with a separator, an edge-list suffix, or a file in ``folder``). A value
+    the user gives for a parameter (``--set graph=...``) is not touched: it stays relative to
+    the working folder, as anything typed at the shell."""
+    from mixsim.topology import _EDGE_LIST_SUFFIXES
+
+    def anchored(value):
+        if not isinstance(value, str) or not value or value.startswith("=") \
+                or os.path.isabs(value):
+            return value
+        names_file = (os.sep in value or "/" in value or value.endswith(_EDGE_LIST_SUFFIXES)
+                      or (folder / value).is_file())
+        return os.path.normpath(os.path.join(os.path.abspath(folder), value)) \
+            if names_file else value
+
+    for rule in spec.communication:
+        if "graph" in rule.args:
+            rule.args["graph"] = anchored(rule.args["graph"])
+    for param in spec.params.values():
+        if param.type == "str" and param.choices is None:  # a choice is matched as written
+            param.default = anchored(param.default)
+    return spec
 
 
 def _as_expr(value) -> str:

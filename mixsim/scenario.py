@@ -288,7 +288,7 @@ _FILE_KEYS = {
 }
 
 
-def resolve_paths(data: dict, folder) -> dict:
+def resolve_paths(data: dict, folder, keys: dict | None = None) -> dict:
     """Make the relative file paths of a scenario mapping relative to ``folder`` (the
     scenario file's), in place: a scenario means the same files from any working folder.
 
@@ -298,19 +298,22 @@ def resolve_paths(data: dict, folder) -> dict:
         A scenario as read from its file (before ``--set`` overrides, whose paths are
         relative to the working folder, as anything typed at the shell).
     folder : str or Path
+    keys : dict, optional
+        The keys that hold a path, each with a test of whether its value names a file
+        (default: a scenario's ``data.path``, ``protocol.name``, ``protocol.params.graph``).
 
     Returns
     -------
     dict
         ``data``.
     """
-    for keys, is_file in _FILE_KEYS.items():
+    for path, is_file in (_FILE_KEYS if keys is None else keys).items():
         node = data
-        for key in keys[:-1]:
+        for key in path[:-1]:
             node = node.get(key) if isinstance(node, dict) else None
-        value = node.get(keys[-1]) if isinstance(node, dict) else None
+        value = node.get(path[-1]) if isinstance(node, dict) else None
         if isinstance(value, str) and value and is_file(value) and not os.path.isabs(value):
-            node[keys[-1]] = os.path.normpath(os.path.join(os.path.abspath(folder), value))
+            node[path[-1]] = os.path.normpath(os.path.join(os.path.abspath(folder), value))
     return data
 
 

@@ -36,6 +36,7 @@ from mixsim import _memory, _yaml
 from mixsim.errors import ConfigError, DivergenceError
 from mixsim.metrics import METRICS
 from mixsim.scenario import (
+    _FILE_KEYS,
     Scenario,
     _error_from_validation,
     _key_lines,
@@ -55,6 +56,9 @@ RUN_METRICS = (*METRICS, "t_mix", "xi")
 #: Metric columns of a mixing-time point (one row per number of workers).
 MIXING_METRICS = ("workers", "t_mix", "ci95_low", "ci95_high", "xi", "theory", "runs",
                   "method")
+#: The keys of a mixing-time point that hold a path (as a scenario's protocol keys).
+_MIXING_FILE_KEYS = {("protocol",): _FILE_KEYS[("protocol", "name")],
+                     ("params", "graph"): _FILE_KEYS[("protocol", "params", "graph")]}
 _POINTS = "points"
 #: A sweep name: the name of one folder, not hidden, never ``..`` or a path.
 _PLAIN_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")
@@ -265,6 +269,7 @@ def load_sweep(path) -> Sweep:
     _check_names(sweep, source, lines)
     if sweep.kind == "run":
         _check_optimizers(sweep, source, lines, base_source)
+        _check_learners(sweep, source, lines, base_source)
     return sweep
 
 
@@ -389,6 +394,10 @@ def _resolve(spec, base, chosen, seed, source, lines, base_source, base_lines) -
         except ConfigError as exc:
             raise ConfigError(exc.message, source=origins[key],
                               key=f"{section}.{key}") from None
+    # A path the sweep file writes (a protocol file, an edge list, a data file) is relative
+    # to the sweep file's folder; the base's were made relative to the base's already.
+    resolve_paths(config, Path(source).parent,
+                  None if spec.kind == "run" else _MIXING_FILE_KEYS)
     config["seed"] = seed
     if spec.kind == "mixing-time" and isinstance(config.get("workers"), int):
         config["workers"] = [config["workers"]]
@@ -479,6 +488,29 @@ def _check_optimizers(sweep: Sweep, source: str, lines: dict, base_source: str) 
                 else "name"
             key = prefix if part == "memory" else f"{prefix}.{sub}"
             where = _origin(key, prefix, sweep.axes, source, lines, base_source)
+            raise ConfigError(f"{exc.message} (at point {_describe(point.axes)})",
+                              source=where, key=key) from None
+
+
+def _check_learners(sweep: Sweep, source: str, lines: dict, base_source: str) -> None:
+    """Build each distinct learning configuration once, without running it
+    (:func:`mixsim.learning.check_learner`, as ``mixsim validate`` does for a scenario):
+    what only the built pieces find (a placement the protocol lacks, a top-k ``k`` above
+    the model's dimension) fails before any point runs. Points that differ only in their
+    seed are built once: the seed changes no such check."""
+    from mixsim.learning import check_learner
+
+    checked = set()
+    for point in sweep.points:
+        signature = _canonical({k: v for k, v in point.config.items() if k != "seed"})
+        if signature in checked:
+            continue
+        checked.add(signature)
+        try:
+            check_learner(Scenario.model_validate(point.config))
+        except ConfigError as exc:
+            key = exc.key or "base"
+            where = _origin(key, key.split(".")[0], sweep.axes, source, lines, base_source)
             raise ConfigError(f"{exc.message} (at point {_describe(point.axes)})",
                               source=where, key=key) from None
 

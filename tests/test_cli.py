@@ -6,6 +6,7 @@ import sys
 
 import pytest
 
+import mixsim
 from mixsim.cli import main
 
 HAND_MADE = """
@@ -236,3 +237,78 @@ def test_a_plot_path_that_cannot_be_written_is_refused_before_the_work(tmp_path,
         err = capsys.readouterr().err
         assert "--plot" in err and len(err.strip().splitlines()) == 1
     assert not list(tmp_path.parent.glob(f".{tmp_path.name}*"))
+
+
+#: A synchronous gossip protocol on an edge-list file named relative to its own folder,
+#: as a parameter default or as a literal argument. Uniform weights 1/(degree + 1): on the
+#: 6-cycle W has second eigenvalue 2/3, two rounds reach 1/2 and t_mix = 6 * 2 = 12; on the
+#: complete graph W = 11^T/6 and t_mix = 6 (seed 002's SyncDR, t_mix = n k).
+FILE_GRAPH = """\
+name: file-graph
+summary: synchronous gossip on an edge-list file
+schedule: sync
+params:
+  graph: {type: str, default: ring.edges}
+communication:
+  - on: round
+    op: gossip
+    args: {group: workers, graph: GRAPH, weights: uniform}
+"""
+CYCLE_T_MIX, COMPLETE_T_MIX = 12, 6
+
+
+def _edge_list(path, edges):
+    path.write_text("".join(f"{i} {j}\n" for i, j in edges))
+
+
+@pytest.fixture
+def graph_folders(tmp_path, monkeypatch):
+    """``protos/`` holds the protocol files and the 6-cycle ``ring.edges``; the working
+    folder ``work/`` holds another ``ring.edges``, the complete graph."""
+    protos, work = tmp_path / "protos", tmp_path / "work"
+    protos.mkdir()
+    work.mkdir()
+    _edge_list(protos / "ring.edges", [(i, (i + 1) % 6) for i in range(6)])
+    _edge_list(work / "ring.edges", [(i, j) for i in range(6) for j in range(i + 1, 6)])
+    (protos / "by-param.yaml").write_text(FILE_GRAPH.replace("GRAPH", '"=graph"'))
+    (protos / "literal.yaml").write_text(FILE_GRAPH.replace("GRAPH", "ring.edges"))
+    monkeypatch.chdir(work)
+    return protos, work
+
+
+def _t_mix(capsys, argv) -> float:
+    assert main(["mixing-time", *argv, "--workers", "6", "--json"]) == 0
+    return json.loads(capsys.readouterr().out.splitlines()[-1])["results"][0]["t_mix"]
+
+
+@pytest.mark.parametrize("name", ["by-param.yaml", "literal.yaml"])
+def test_protocol_file_edge_list_is_relative_to_its_folder(graph_folders, capsys, name):
+    assert _t_mix(capsys, [f"../protos/{name}"]) == CYCLE_T_MIX
+
+
+def test_set_graph_is_relative_to_the_working_folder(graph_folders, capsys):
+    # The working folder's ring.edges, the complete graph, not the protocol folder's.
+    assert _t_mix(capsys, ["../protos/by-param.yaml", "--set", "graph=ring.edges"]) == \
+        COMPLETE_T_MIX
+
+
+def test_scenario_naming_a_protocol_file_reads_its_edge_list(graph_folders, capsys):
+    protos, work = graph_folders
+    scenarios = work.parent / "scenarios"
+    scenarios.mkdir()
+    (work / "ring.edges").unlink()  # only the protocol folder's edge list exists
+    scenario = scenarios / "s.yaml"
+    scenario.write_text("name: s\nworkers: 6\nprotocol: {name: ../protos/literal.yaml}\n"
+                        "problem: {name: logistic}\ndata: {name: breast-cancer, batch: 8}\n"
+                        "optimizer: {method: {name: sgd, lr: 0.01}}\nsteps: 60\n"
+                        "eval_every: 30\n")
+    assert main(["validate", str(scenario)]) == 0
+    result = mixsim.run(str(scenario))
+    assert result.complete and result.rows[-1]["step"] == 60
+    assert result.summary["t_mix"] == CYCLE_T_MIX
+
+
+def test_extends_names_a_file_relative_to_its_folder(graph_folders, capsys):
+    protos, _ = graph_folders
+    (protos / "wrapper.yaml").write_text("name: wrapper\nsummary: s\nextends: literal.yaml\n")
+    assert _t_mix(capsys, ["../protos/wrapper.yaml"]) == CYCLE_T_MIX

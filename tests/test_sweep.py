@@ -108,18 +108,16 @@ def test_points_are_grid_times_zip_times_seeds(tmp_path):
 
 
 def test_serial_sweep_resumes_and_records_failures(tmp_path):
-    sweep_file = _write(tmp_path, SWEEP.replace(
-        "protocol.name: [sync-ring, async-ring]", "protocol.name: [sync-ps, sync-ring]").replace(
-        "overrides: {steps: 30}", "overrides: {steps: 30, optimizer.placement: server}"))
+    sweep_file = _write(tmp_path, SWEEP.replace("[0.01, 0.03]", "[0.01, 1.0e+30]"))
     out = tmp_path / "out"
     outcome = run_sweep(sweep_file, out)
-    # Only a run that builds sync-ring finds it has no server slot for the optimizer:
-    # those points are recorded as failed, with the error.
+    # Only running finds that the points at lr 1e30 diverge: they are recorded as failed,
+    # with the error.
     assert (outcome.total, outcome.done, outcome.failed) == (16, 8, 8)
     records = _points(out)
     assert len(records) == 16
     failed = [r for r in records.values() if r["status"] == "failed"]
-    assert len(failed) == 8 and all("server slot" in r["error"] for r in failed)
+    assert len(failed) == 8 and all("diverged at step" in r["error"] for r in failed)
     done = [r for r in records.values() if r["status"] == "done"]
     assert all(r["rows"][-1]["step"] == 30 and r["summary"]["complete"] for r in done)
     before = {p.name: p.read_bytes() for p in (out / "points").iterdir()}
@@ -238,6 +236,78 @@ def test_user_mistakes_give_one_line_and_exit_2(tmp_path, capsys, sweep, needles
     for needle in needles:
         assert needle in err
     assert not (tmp_path / "o").exists()  # validated before anything ran or was written
+
+
+#: Mistakes only building a point's learner finds: a placement the protocol lacks, a top-k
+#: ``k`` above the model's dimension (breast cancer's logistic model has 30 parameters).
+_BUILD_MISTAKES = [
+    (SWEEP.replace("protocol.name: [sync-ring, async-ring]", "protocol.name: [sync-ps, sync-ring]")
+     .replace("{steps: 30}", "{steps: 30, optimizer.placement: server}"),
+     ["sweep.yaml:11: optimizer.placement", "'server'", "sync-ring has none",
+      "protocol.name='sync-ring'"]),
+    (SWEEP.replace("optimizer.compressor.density: [0.2, 0.3]", "optimizer.compressor.k: [31, 4]")
+     .replace("{steps: 30}", "{steps: 30, optimizer.compressor.density: null}"),
+     ["sweep.yaml:9: optimizer.compressor.k", "got 31", "optimizer.compressor.name='top-k'",
+      "optimizer.compressor.k=31"]),
+]
+
+
+@pytest.mark.parametrize(("sweep", "needles"), _BUILD_MISTAKES)
+@pytest.mark.parametrize("command", ["sweep", "validate"])
+def test_every_point_is_built_before_any_runs(tmp_path, capsys, sweep, needles, command):
+    path = _write(tmp_path, sweep)
+    argv = ["sweep", str(path), "--serial", "--out", str(tmp_path / "o")] \
+        if command == "sweep" else ["validate", str(path)]
+    assert _exit_code(argv) == 2
+    captured = capsys.readouterr()
+    err = captured.err
+    assert err.count("\n") == 1 and "Traceback" not in err and err.startswith("mixsim: error:")
+    assert str(path) in err and "(at point " in err and "seed" not in err
+    for needle in needles:
+        assert needle in err
+    assert captured.out == "" and not (tmp_path / "o").exists()  # no point ran
+
+
+def test_each_distinct_configuration_is_built_once(tmp_path, monkeypatch):
+    from mixsim import learning
+
+    built = []
+    real = learning._Learner
+
+    def counting(scenario, source):
+        built.append(scenario.seed)
+        return real(scenario, source)
+
+    monkeypatch.setattr(learning, "_Learner", counting)
+    sweep = load_sweep(_write(tmp_path, SWEEP.replace("seeds: 2", "seeds: 3")))
+    # 24 points, 8 configurations that differ in more than the seed: 8 learners built.
+    assert len(sweep.points) == 24 and len(built) == 8
+
+
+#: AllReduce after every third synchronous round: t_mix = 3 n exactly (BRIEF, AllReduce).
+EVERY_THIRD = """\
+name: every-third
+summary: AllReduce every third round.
+schedule: sync
+communication:
+  - {on: round, every: 3, op: average, args: {group: workers}}
+"""
+
+
+def test_paths_in_a_sweep_file_are_relative_to_its_folder(tmp_path, monkeypatch):
+    folder = tmp_path / "sweeps"
+    folder.mkdir()
+    (folder / "every-third.yaml").write_text(EVERY_THIRD)
+    runs = _write(folder, "name: p\nbase: base.yaml\n"
+                  "grid: {protocol.name: [sync-ring, every-third.yaml]}\n", "runs.yaml")
+    mixing = _write(folder, "name: m\nkind: mixing-time\nprotocol: every-third.yaml\n"
+                    "workers: [4]\n", "mixing.yaml")
+    monkeypatch.chdir(tmp_path)  # not the sweeps' folder
+    names = [p.config["protocol"]["name"] for p in load_sweep(runs).points]
+    assert names == ["sync-ring", str(folder / "every-third.yaml")]
+    assert run_sweep(mixing, tmp_path / "out").failed == 0
+    (row,) = results_table(tmp_path / "out")[1]
+    assert row["t_mix"] == 3 * 4
 
 
 def test_plot_names_allowed_metrics_and_axes(tmp_path, capsys):
@@ -412,9 +482,9 @@ def test_a_diverged_point_keeps_its_rows_as_mixsim_run_does(tmp_path):
 
 def test_plotting_a_sweep_with_no_result_fails_without_a_file(tmp_path, capsys):
     out = tmp_path / "out"
-    # Neither ring has a server slot for the optimizer: every point fails when it runs.
+    # Every point diverges when it runs.
     run_sweep(_write(tmp_path, SWEEP.replace("seeds: 2", "seeds: 1").replace(
-        "overrides: {steps: 30}", "overrides: {steps: 30, optimizer.placement: server}")), out)
+        "[0.01, 0.03]", "[1.0e+30, 3.0e+30]")), out)
     png = tmp_path / "empty.png"
     assert _exit_code(["plot", str(out), "--metric", "loss", "--x", "optimizer.method.lr",
                        "--out", str(png)]) == 2
