@@ -551,7 +551,8 @@ def _check_sizes(protocol, point: Point, checked: set, source: str, lines: dict)
         except ConfigError as exc:
             section = "grid" if ("grid", "workers") in lines else "zip"
             where = _where(source, lines, (section, "workers"), ("workers",), ("protocol",))
-            raise ConfigError(f"{exc.message} (in {exc.source}; at point "
+            inside = f"in {exc.source}; " if exc.source else ""
+            raise ConfigError(f"{exc.message} ({inside}at point "
                               f"{_describe({**point.axes, 'workers': n})})",
                               source=where, key="workers") from None
 
