@@ -45,7 +45,7 @@ from __future__ import annotations
 import numpy as np
 
 from mixsim._numba import njit, njit_inline
-from mixsim._passages import HALF, _bound_rows_out, _cdot, _grams, _top2
+from mixsim._passages import HALF, _bound_rows_out, _cdot, _grams, _set_bound, _top2
 from mixsim.operators import _apply_op
 
 __all__ = ["ProbeScan", "DELTA"]
@@ -275,16 +275,6 @@ def _orthonormal_pair(Z, normal):
 
 
 @njit
-def _set_probes(Z, s, c, U, gram):
-    """Install the images ``Z`` (two columns) as start ``s``'s probes."""
-    U[:, s] = Z[:, 0]
-    U[:, c + s] = Z[:, 1]
-    gram[0, s] = _cdot(Z, 0, Z, 0)
-    gram[1, s] = _cdot(Z, 1, Z, 1)
-    gram[2, s] = _cdot(Z, 0, Z, 1)
-
-
-@njit
 def _probe_scan(starts, e_from, e_to, base, coord, normal, U, gram, length, kind, state,
                 step_ptr, ev_op, ev_mask, ops, half, delta, max_steps, seed, buf, small):
     """Advance one chunk of starts over steps ``[e_from, e_to)``; returns the next step.
@@ -310,7 +300,7 @@ def _probe_scan(starts, e_from, e_to, base, coord, normal, U, gram, length, kind
             for col in range(2):
                 Z[:, col] = _gaussians(size, _test_seed(seed, starts[a], -1, col))
             _orthonormal_pair(Z, normal)
-            _set_probes(Z, a, c, U, gram)
+            _set_bound(Z, a, U, gram)
             active += 1
         if (e - e_from) % _REFRESH == 0:
             _grams(U, active, gram)
@@ -345,7 +335,7 @@ def _probe_scan(starts, e_from, e_to, base, coord, normal, U, gram, length, kind
             _orthonormal_pair(ritz, normal)
             _replay(ritz, starts[s], e, coord, base, step_ptr, ev_op, ev_mask, ops,
                     buf[:, :2])
-            _set_probes(ritz, s, c, U, gram)
+            _set_bound(ritz, s, U, gram)
         e += 1
     state[0] = active
     return e
