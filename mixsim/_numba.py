@@ -71,7 +71,7 @@ def njit(func=None, **options):
     """
 
     def compile_(function):
-        dispatcher = numba.njit(**JIT_OPTIONS, **options)(function)
+        dispatcher = numba.njit(**{**JIT_OPTIONS, **options})(function)
         if isinstance(dispatcher, Dispatcher):  # not under NUMBA_DISABLE_JIT=1
             dispatcher._cache = _FunctionCache(dispatcher.py_func)
         return dispatcher

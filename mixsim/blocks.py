@@ -12,7 +12,10 @@ crosses (worker indices or ``"server"``).
 
 from __future__ import annotations
 
+import itertools
+import operator
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import scipy.sparse as sp
@@ -56,6 +59,18 @@ class _Block:
 
     def matrix(self):
         """The operator's matrix on its group for stationary blocks (``None`` otherwise)."""
+        return None
+
+    def worker_choice(self, worker: int):
+        """How ``events(worker, 0)`` picks its events, for the asynchronous engine's hot
+        path (asynchronous runs have no rounds), or ``None`` if it is not a pick.
+
+        A block whose events for ``worker`` are one of a fixed set of lists returns
+        ``(picks, option)``: ``picks`` is an iterator of indices drawn from the very stream
+        ``events`` draws from, and a call of ``events(worker, 0)`` is
+        ``option(next(picks))``. ``option(k)`` returns the same list every time, so the
+        engine prepares each list once.
+        """
         return None
 
 
@@ -184,24 +199,40 @@ class Pairwise(_Block):
             for w in range(self.layout.n_workers)
         ]
         self._choices = [[None] * neighbours.size for neighbours in self.neighbours]
-        self._uniforms = np.empty(0)
-        self._next = 0
+        # Uniforms are drawn in blocks of 4096 and served one at a time by a C iterator:
+        # the same stream as one draw per event, far fewer calls into the generator.
+        rng = self.rng
+        self._uniforms = itertools.chain.from_iterable(
+            map(lambda _: rng.random(4096).tolist(), itertools.repeat(None)))
 
     def events(self, worker, round):
         slot = self._slot_of_worker[worker]
         choices = self._choices[slot]
         if not choices:
             return []
-        # Uniforms are drawn in blocks: the same stream, far fewer calls into the generator.
-        if self._next == self._uniforms.size:
-            self._uniforms = self.rng.random(4096)
-            self._next = 0
-        index = int(self._uniforms[self._next] * len(choices))
-        self._next += 1
+        index = int(next(self._uniforms) * len(choices))
         events = choices[index]
         if events is None:
             events = choices[index] = self._edge_events(slot, int(self.neighbours[slot][index]))
         return events
+
+    def worker_choice(self, worker: int):
+        slot = self._slot_of_worker[worker]
+        choices = self._choices[slot]
+        if not choices:
+            return itertools.repeat(0), lambda _: []
+
+        def option(index: int) -> list:
+            events = choices[index]
+            if events is None:
+                events = choices[index] = self._edge_events(
+                    slot, int(self.neighbours[slot][index]))
+            return events
+
+        # ``int(u * degree)`` for each uniform ``u`` of the shared stream, chained in C
+        # (``degree * u`` is ``u * degree`` to the bit).
+        degree = float(len(choices))
+        return map(int, map(partial(operator.mul, degree), self._uniforms)), option
 
     def _edge_events(self, slot: int, other: int) -> list:
         """The (shared) event list of the average over the edge ``{slot, other}``."""
@@ -304,6 +335,13 @@ class Copy(_Block):
                 seen.add(self.to_of_worker[w])
                 events.append(self._event(w))
         return events
+
+    def worker_choice(self, worker: int):
+        if self.scope != "self":
+            return None
+        # A pull is the same event every time: a choice of one, without a draw.
+        events = self.events(worker, 0)
+        return itertools.repeat(0), lambda _: events
 
 
 class Accumulate(_Block):

@@ -23,7 +23,7 @@ from mixsim import _memory
 from mixsim._numba import compiled_for
 from mixsim.blocks import BLOCKS, BlockContext
 from mixsim.errors import DivergenceError, ProtocolError
-from mixsim.operators import _apply_rows, _apply_sequence
+from mixsim.operators import _apply_bound, _apply_sequence, _bind
 from mixsim.protocol import RuleSpec, build_layout, load_protocol
 from mixsim.timing import Timing
 from mixsim.trace import Consensus, Trace
@@ -306,7 +306,12 @@ class Simulation:
             else:
                 resume, self._resume = self._resume, self.env.event()
                 resume.succeed()
-        self.env.run(until=self._done)
+        try:
+            self.env.run(until=self._done)
+        finally:
+            # The timer chains leave the trace's step count to the end of the run (also
+            # of one stopped by an error), to save a store per event.
+            self.trace.n_steps = self.step
         self._flush()
         return self
 
@@ -329,7 +334,7 @@ class Simulation:
             if entry is None:
                 entry = self._cache_op(op)
             if not self._deferred:
-                entry[2](self.X, *entry[1])
+                entry[1](entry[2])
             self._record_step(self.step - 1)
             self._record_time(self.env.now)
             self._record_kind(kind)
@@ -342,11 +347,19 @@ class Simulation:
         self.trace.record(self.step - 1, self.env.now, kind, op, coords)
 
     def _cache_op(self, op) -> tuple:
-        """The trace index of ``op`` and its kernel arguments, kept for the next events."""
-        buf = np.empty((op.rows.shape[0], self.d), dtype=self.X.dtype)
-        args = (*op.kernel_args(), buf)
-        apply = None if self._deferred else compiled_for(_apply_rows, self.X, *args)
-        entry = self._op_cache[id(op)] = (self.trace.register(op), args, apply)
+        """``(trace index, kernel, bound operator)`` of ``op``, kept for the next events.
+
+        The kernel is :func:`~mixsim.operators._apply_bound`'s compiled code and the bound
+        operator holds the state, the operator and a scratch buffer in one object, so an
+        event applied at once unboxes one argument (both ``None`` while events are
+        deferred).
+        """
+        apply = bound = None
+        if not self._deferred:
+            buf = np.empty((op.rows.shape[0], self.d), dtype=self.X.dtype)
+            bound = _bind(self.X, *op.packed(), buf)
+            apply = compiled_for(_apply_bound, bound)
+        entry = self._op_cache[id(op)] = (self.trace.register(op), apply, bound)
         return entry
 
     def _delay(self, events) -> float:
@@ -448,13 +461,82 @@ class Simulation:
         same draws in the same order) with the lookups done once, as the engine's hot path.
         """
         env, trace, compute, X = self.env, self.trace, self.compute, self.X
-        timeout, draw, cache = env.timeout, self._compute_time, self._op_cache
-        own = [(make_events, rule.kind) for rule, _, make_events in self._own]
+        timeout, cache, cache_op = env.timeout, self._op_cache, self._cache_op
+        # ``next(stream) * scale`` is ``self._compute_time(worker)``, without a Python call.
+        stream, scale = self._compute_time.stream, self._compute_time.scale[worker]
         view_row = self._view_rows[worker]
         target_row = self._target_rows[worker]
         deferred = self._deferred
         record_step, record_time = self._record_step, self._record_time
         record_kind, record_op = self._record_kind, self._record_op
+        # Asynchronous runs have no rounds: the round index stays 0.
+        own = [(rule.block, rule.kind) for rule, _, _ in self._own]
+        choice = None
+        if len(own) == 1:
+            method = getattr(own[0][0], "worker_choice", None)
+            choice = None if method is None else method(worker)
+
+        def updated(t: int) -> None:
+            delta = compute(worker, X[view_row], t)
+            if delta is not None:
+                X[target_row] += delta
+                if not np.all(np.isfinite(X[target_row])):
+                    raise DivergenceError(t, f"worker {worker}'s update is not finite")
+                trace.record_update(t, env.now, worker, target_row, delta)
+
+        if choice is not None:
+            # One own-step rule that picks among fixed event lists (every asynchronous
+            # catalog protocol): each list's cache entries are looked up once, on first use
+            # (so operators join the trace in the same order as event by event).
+            picks, option = choice
+            kind = own[0][1]
+            prepared: dict[int, tuple] = {}
+
+            def prepare(k: int) -> tuple:
+                """Option ``k`` as ``(index, kernel, bound operator)`` if it is one event,
+                else ``(-1, None, [such triples])``."""
+                entries = [cache.get(id(op)) or cache_op(op) for op, _ in option(k)]
+                prepared[k] = entries[0] if len(entries) == 1 else (-1, None, entries)
+                return prepared[k]
+
+            def step(_event) -> None:
+                t = self.step
+                if t >= self._limit:
+                    self._held(worker)
+                    return
+                if compute is not None:
+                    # :func:`updated`, inlined.
+                    delta = compute(worker, X[view_row], t)
+                    if delta is not None:
+                        X[target_row] += delta
+                        if not np.all(np.isfinite(X[target_row])):
+                            raise DivergenceError(t, f"worker {worker}'s update is not finite")
+                        trace.record_update(t, env.now, worker, target_row, delta)
+                self.step = t + 1  # trace.n_steps follows when the run stops
+                now = env._now  # the documented ``env.now`` without its property call
+                k = next(picks)
+                index, apply, bound = prepared.get(k) or prepare(k)
+                if index >= 0:
+                    # One event (the common case), unrolled.
+                    if apply is not None:
+                        apply(bound)
+                    record_step(t)
+                    record_time(now)
+                    record_kind(kind)
+                    record_op(index)
+                else:
+                    for index, apply, one in bound:
+                        if apply is not None:
+                            apply(one)
+                        record_step(t)
+                        record_time(now)
+                        record_kind(kind)
+                        record_op(index)
+                timeout(next(stream) * scale).callbacks.append(step)
+
+            return step
+
+        own = [(block.events, kind) for block, kind in own]
 
         def step(_event) -> None:
             t = self.step
@@ -462,25 +544,19 @@ class Simulation:
                 self._held(worker)
                 return
             if compute is not None:
-                delta = compute(worker, X[view_row], t)
-                if delta is not None:
-                    X[target_row] += delta
-                    if not np.all(np.isfinite(X[target_row])):
-                        raise DivergenceError(t, f"worker {worker}'s update is not finite")
-                    trace.record_update(t, env.now, worker, target_row, delta)
-            self.step = trace.n_steps = t + 1
+                updated(t)
+            self.step = t + 1  # trace.n_steps follows when the run stops
             now = env.now
-            for make_events, kind in own:
-                # Asynchronous runs have no rounds: the round index stays 0.
-                for op, _ in make_events(worker, 0):
-                    entry = cache.get(id(op)) or self._cache_op(op)
+            for events, kind in own:
+                for op, _ in events(worker, 0):
+                    entry = cache.get(id(op)) or cache_op(op)
                     if not deferred:
-                        entry[2](X, *entry[1])
+                        entry[1](entry[2])
                     record_step(t)
                     record_time(now)
                     record_kind(kind)
                     record_op(entry[0])
-            timeout(draw(worker)).callbacks.append(step)
+            timeout(next(stream) * scale).callbacks.append(step)
 
         return step
 
@@ -555,3 +631,4 @@ class Simulation:
             yield from self._communicate_round()
             release, self._release = self._release, env.event()
             release.succeed()
+

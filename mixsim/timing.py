@@ -87,17 +87,24 @@ class ComputeTime:
         scale = scale.tolist()
         mean = self.mean
         if self.distribution == "constant":
-            return lambda worker: mean * scale[worker]
-        if self.distribution == "exponential":
-            draws = _blocks(lambda size: rng.exponential(mean, size))
+            draws = itertools.repeat(mean)
+            sampler = lambda worker: mean * scale[worker]  # noqa: E731
         else:
-            mu = np.log(mean) - 0.5 * self.sigma**2
-            sigma = self.sigma
-            draws = _blocks(lambda size: rng.lognormal(mu, sigma, size))
-        if n_slow == 0:
-            # Every scale is 1.0, by which multiplying changes no bit.
-            return lambda worker: next(draws)
-        return lambda worker: next(draws) * scale[worker]
+            if self.distribution == "exponential":
+                draws = _blocks(lambda size: rng.exponential(mean, size))
+            else:
+                mu = np.log(mean) - 0.5 * self.sigma**2
+                sigma = self.sigma
+                draws = _blocks(lambda size: rng.lognormal(mu, sigma, size))
+            if n_slow == 0:
+                # Every scale is 1.0, by which multiplying changes no bit.
+                sampler = lambda worker: next(draws)  # noqa: E731
+            else:
+                sampler = lambda worker: next(draws) * scale[worker]  # noqa: E731
+        # For the engine's hot path: ``next(sampler.stream) * sampler.scale[worker]`` is
+        # ``sampler(worker)``, number for number, without a Python call.
+        sampler.stream, sampler.scale = draws, scale
+        return sampler
 
 
 @dataclass(frozen=True)
