@@ -65,11 +65,11 @@ class _Block:
         """How ``events(worker, 0)`` picks its events, for the asynchronous engine's hot
         path (asynchronous runs have no rounds), or ``None`` if it is not a pick.
 
-        A block whose events for ``worker`` are one of a fixed set of lists returns
-        ``(picks, option)``: ``picks`` is an iterator of indices drawn from the very stream
-        ``events`` draws from, and a call of ``events(worker, 0)`` is
-        ``option(next(picks))``. ``option(k)`` returns the same list every time, so the
-        engine prepares each list once.
+        A block whose events for ``worker`` are one of ``count`` fixed lists returns
+        ``(picks, count, option)``: ``picks`` is an iterator of indices in
+        ``range(count)`` drawn from the very stream ``events`` draws from, and a call of
+        ``events(worker, 0)`` is ``option(next(picks))``. ``option(k)`` returns the same
+        list every time, so the engine prepares each list once.
         """
         return None
 
@@ -220,7 +220,7 @@ class Pairwise(_Block):
         slot = self._slot_of_worker[worker]
         choices = self._choices[slot]
         if not choices:
-            return itertools.repeat(0), lambda _: []
+            return itertools.repeat(0), 1, lambda _: []
 
         def option(index: int) -> list:
             events = choices[index]
@@ -232,7 +232,7 @@ class Pairwise(_Block):
         # ``int(u * degree)`` for each uniform ``u`` of the shared stream, chained in C
         # (``degree * u`` is ``u * degree`` to the bit).
         degree = float(len(choices))
-        return map(int, map(partial(operator.mul, degree), self._uniforms)), option
+        return map(int, map(partial(operator.mul, degree), self._uniforms)), len(choices), option
 
     def _edge_events(self, slot: int, other: int) -> list:
         """The (shared) event list of the average over the edge ``{slot, other}``."""
@@ -341,7 +341,7 @@ class Copy(_Block):
             return None
         # A pull is the same event every time: a choice of one, without a draw.
         events = self.events(worker, 0)
-        return itertools.repeat(0), lambda _: events
+        return itertools.repeat(0), 1, lambda _: events
 
 
 class Accumulate(_Block):

@@ -488,9 +488,9 @@ class Simulation:
             # One own-step rule that picks among fixed event lists (every asynchronous
             # catalog protocol): each list's cache entries are looked up once, on first use
             # (so operators join the trace in the same order as event by event).
-            picks, option = choice
+            picks, count, option = choice
             kind = own[0][1]
-            prepared: dict[int, tuple] = {}
+            prepared: list[tuple | None] = [None] * count
 
             def prepare(k: int) -> tuple:
                 """Option ``k`` as ``(index, kernel, bound operator)`` if it is one event,
@@ -515,7 +515,7 @@ class Simulation:
                 self.step = t + 1  # trace.n_steps follows when the run stops
                 now = env._now  # the documented ``env.now`` without its property call
                 k = next(picks)
-                index, apply, bound = prepared.get(k) or prepare(k)
+                index, apply, bound = prepared[k] or prepare(k)
                 if index >= 0:
                     # One event (the common case), unrolled.
                     if apply is not None:

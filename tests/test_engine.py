@@ -362,3 +362,75 @@ def test_an_own_step_rule_after_a_delayed_one_still_fires(tmp_path):
     sim = Simulation(path, 3, seed=0).run(20)
     per_step = np.bincount(sim.trace.ev_step, minlength=20)
     assert per_step[0] == 1 and np.all(per_step[1:] == 2)
+
+
+_PAIRWISE_ON = """
+name: pairwise-{graph}
+summary: Asynchronous pairwise averages with a random neighbour on an irregular graph.
+schedule: async
+communication:
+  - on: own-step
+    op: pairwise
+    args: {group: workers, graph: {graph}}
+"""
+
+
+@pytest.mark.parametrize("graph", ["path_graph", "wheel_graph", "complete_graph"])
+@pytest.mark.parametrize("with_compute", [False, True])
+def test_timer_chains_pick_neighbours_as_worker_processes_do(graph, with_compute, tmp_path,
+                                                             monkeypatch):
+    # The chains draw a neighbour through Pairwise.worker_choice (uniforms scaled by the
+    # degree in C), the processes through Pairwise.events: on graphs whose degrees differ
+    # from worker to worker (1 and 2; 3 and n - 1), every pick, time and state must agree.
+    # With a compute callback every event is applied at once by the bound-operator kernel.
+    path = tmp_path / f"{graph}.yaml"
+    path.write_text(_PAIRWISE_ON.replace("{graph}", graph))
+
+    def compute(worker, view, step):
+        return 0.05 * np.sin(view + step) + 0.01 * worker
+
+    runs = []
+    for chained in (True, False):
+        monkeypatch.setattr(Simulation, "_use_timer_chains", chained)
+        sim = Simulation(path, 6, d=2, seed=5, compute=compute if with_compute else None)
+        for steps in (1, 9, 60, 200):
+            sim.run(steps)
+        runs.append(sim)
+    a, b = runs
+    assert a._chained and not b._chained
+    assert a.trace.ev_step == b.trace.ev_step and a.trace.ev_time == b.trace.ev_time
+    edges = [[tuple(t.ops[i].rows.tolist()) for i in t.ev_op] for t in (a.trace, b.trace)]
+    assert edges[0] == edges[1]
+    assert len(set(edges[0])) > 1
+    assert np.array_equal(a.X, b.X)
+    # And the state is the trace's operators applied in order (updates included), by a
+    # dense NumPy product, independent of the kernels.
+    if not with_compute:
+        X = a.trace.initial_state.copy()
+        for i in a.trace.ev_op:
+            X = a.trace.ops[i].to_dense() @ X
+        np.testing.assert_allclose(a.X, X, rtol=0, atol=1e-12)
+
+
+def test_the_compute_callback_sees_every_earlier_event_applied():
+    # The fast path applies an event at once (bound-operator kernel) when a compute
+    # callback may read the state: each view must equal the dense replay of every event
+    # recorded before that computation, at the computing worker's own slot.
+    seen = []
+
+    def compute(worker, view, step):
+        seen.append((worker, len(sim.trace.ev_op), view.copy()))
+        return None
+
+    sim = Simulation("async-ring", 5, d=3, seed=8, compute=compute)
+    sim.run(80)
+    trace = sim.trace
+    assert sim._chained and len(seen) == 80
+    X, applied = trace.initial_state.copy(), 0
+    for worker, recorded, view in seen:
+        for i in trace.ev_op[applied:recorded]:
+            X = trace.ops[i].to_dense() @ X
+        applied = recorded
+        row = sim.layout.owner_slot("workers", worker)
+        np.testing.assert_allclose(view, X[row], rtol=0, atol=1e-12)
+    assert applied > 70
