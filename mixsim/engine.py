@@ -20,10 +20,9 @@ import numpy as np
 import simpy
 
 from mixsim import _memory
-from mixsim._numba import compiled_for
 from mixsim.blocks import BLOCKS, BlockContext
 from mixsim.errors import DivergenceError, ProtocolError
-from mixsim.operators import _apply_bound, _apply_sequence, _bind
+from mixsim.operators import _apply_sequence, bound_kernel
 from mixsim.protocol import RuleSpec, build_layout, load_protocol
 from mixsim.timing import Timing
 from mixsim.trace import Consensus, Trace
@@ -356,9 +355,7 @@ class Simulation:
         """
         apply = bound = None
         if not self._deferred:
-            buf = np.empty((op.rows.shape[0], self.d), dtype=self.X.dtype)
-            bound = _bind(self.X, *op.packed(), buf)
-            apply = compiled_for(_apply_bound, bound)
+            apply, bound = bound_kernel(self.X, op)
         entry = self._op_cache[id(op)] = (self.trace.register(op), apply, bound)
         return entry
 

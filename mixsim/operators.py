@@ -14,9 +14,10 @@ from collections.abc import Mapping
 import numpy as np
 import scipy.sparse as sp
 from numba.core import types
+from numba.core.dispatcher import Dispatcher
 from numba.experimental import structref
 
-from mixsim._numba import njit, njit_inline
+from mixsim._numba import compiled_for, njit, njit_inline
 
 __all__ = ["Operator"]
 
@@ -99,6 +100,17 @@ structref.define_proxy(_BoundOp, _BoundOpType, ["X", "ints", "floats", "buf"])
 def _bind(X, ints, floats, buf):
     """A :class:`_BoundOp` of ``X`` and an operator's :meth:`Operator.packed` arrays."""
     return _BoundOp(X, ints, floats, buf)
+
+
+def bound_kernel(X: np.ndarray, op: Operator) -> tuple:
+    """``(kernel, bound)`` such that ``kernel(bound)`` applies ``op`` to ``X`` in place: the
+    compiled :func:`_apply_bound` and a :class:`_BoundOp` (under ``NUMBA_DISABLE_JIT=1``,
+    plain Python on a tuple)."""
+    buf = np.empty((op.rows.shape[0], X.shape[1]), dtype=X.dtype)
+    if not isinstance(_bind, Dispatcher):
+        return (lambda bound: _apply_packed(*bound)), (X, *op.packed(), buf)
+    bound = _bind(X, *op.packed(), buf)
+    return compiled_for(_apply_bound, bound), bound
 
 
 @njit(nogil=False)
