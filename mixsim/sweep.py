@@ -698,7 +698,13 @@ def _run_locked(sweep: Sweep, out_dir: Path, points_dir: Path, client, retry_fai
     _atomic_write(out_dir / _MANIFEST, json.dumps(_manifest(sweep), indent=1) + "\n")
     todo, skipped, failed, recomputed = [], 0, 0, []
     for point in sweep.points:
-        record, problem = _read_point(points_dir / f"{point.key}.json")
+        path = points_dir / f"{point.key}.json"
+        if path.exists() and not path.is_file():
+            # Nothing can be written there: say so before any point runs.
+            raise ConfigError("is not a file (a folder or a special file stands where this "
+                              "point's results go); remove it and run the sweep again",
+                              source=str(path))
+        record, problem = _read_point(path)
         status = record.get("status") if record else None
         if status == "done" or (status == "failed" and not retry_failed):
             skipped += 1

@@ -447,6 +447,24 @@ def test_a_point_file_copied_under_another_key_is_recomputed(tmp_path, capsys):
     assert _metrics(out) == original
 
 
+def test_a_folder_in_place_of_a_point_file_is_one_line_before_any_point_runs(tmp_path,
+                                                                            capsys):
+    path = _write(tmp_path, SWEEP.replace("seeds: 2", "seeds: 1").replace(
+        "protocol.name: [sync-ring, async-ring]", "protocol.name: [sync-ring]"))
+    out = tmp_path / "out"
+    assert _exit_code(["sweep", str(path), "--serial", "--out", str(out), "--quiet"]) == 0
+    first, *others = sorted((out / "points").glob("*.json"))
+    first.unlink()
+    first.mkdir()
+    before = {other: other.stat().st_mtime_ns for other in others}
+    assert _exit_code(["sweep", str(path), "--serial", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    assert first.name in err and "is not a file" in err
+    assert {other: other.stat().st_mtime_ns for other in others} == before
+    assert not list((out / "points").glob(".*.tmp"))
+
+
 def test_a_damaged_manifest_is_one_line(tmp_path, capsys):
     path = _write(tmp_path, SWEEP.replace("seeds: 2", "seeds: 1").replace(
         "protocol.name: [sync-ring, async-ring]", "protocol.name: [sync-ring]"))
