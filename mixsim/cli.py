@@ -274,7 +274,8 @@ def _lemma1_checks(args, results) -> list:
         t_mix = float(r.samples[0]) if r.samples.size else float(r.t_mix)
         steps = 2 * math.ceil(t_mix) + r.workers
         trace = Simulation(protocol, r.workers, d=d, seed=args.seed).run(steps).trace
-        checks.append(trace.check_lemma1(t_mix, r.xi, coordinates=d))
+        checks.append(trace.check_lemma1(t_mix, r.xi, coordinates=d,
+                                         progress=sys.stderr.isatty()))
     return checks
 
 

@@ -460,7 +460,7 @@ class Trace:
         return violations
 
     def check_lemma1(self, t_mix: float, xi: float, *, coordinates: int = 1,
-                     tol: float = 1e-9) -> Lemma1Check:
+                     tol: float = 1e-9, progress: bool = False) -> Lemma1Check:
         """Check Lemma 1 (seed 002, eq. 2) on every window of the trace.
 
         For every ``0 <= s <= t <= n_steps`` the window's distance from consensus,
@@ -484,22 +484,40 @@ class Trace:
             exchanged ``j``; other events act on every coordinate.
         tol : float
             Relative slack for rounding.
+        progress : bool
+            Show a progress bar over the steps (quiet when not on a terminal).
 
         Returns
         -------
         Lemma1Check
 
+        Raises
+        ------
+        ConfigError
+            The window products (``(n_steps + 1) slots^2`` numbers) do not fit in memory.
+
         Notes
         -----
-        Cost: ``O(n_steps^2 slots^3)``; meant for traces of up to a few thousand steps on
-        tens of slots. The spectral norm is computed only where the Frobenius norm (an
-        upper bound) could change the answer and, for non-expansive traces that satisfy
-        Assumption 1, only at the first window of each value of the bound.
+        Cost: ``O(n_steps^2 slots^2)`` for the Frobenius norms, plus, per event, its
+        written rows times its sources times ``n_steps slots`` to update the window
+        products (an event changes a few rows of each; an average over all slots costs
+        ``slots^2``), and ``O(slots^3)`` for each spectral norm. The spectral norm is
+        computed only where the Frobenius norm (an upper bound) could change the answer
+        and, for non-expansive traces that satisfy Assumption 1, only at the first window
+        of each value of the bound. Meant for traces of up to a few thousand steps on up
+        to a few hundred slots.
         """
         if not t_mix >= 1 or not xi >= 1:
             raise ValueError(f"t_mix = {t_mix!r} and xi = {xi!r} must both be >= 1")
+        from tqdm import tqdm
+
+        from mixsim import _memory
+
         size = self.layout.size
         T = self.n_steps
+        _memory.require(3.0 * (T + 1) * size * size * 8,
+                        f"the Lemma 1 check's {T + 1:,} window products of {size:,} x "
+                        f"{size:,} slots", key="check")
         m_inf = self.consensus.matrix().toarray()
         by_step: list[list[TraceEvent]] = [[] for _ in range(T)]
         for event in self.events():
@@ -516,10 +534,26 @@ class Trace:
         if not expansive and not self.check_assumption1():
             candidate[1:] = bounds[1:] < bounds[:-1]
         worst, worst_window, violation, trace_xi, windows = 0.0, (0, 0), None, 1.0, 0
+        # Each operator as (rows it writes, the sources it reads, weights): applying it to
+        # every window product at once rewrites those rows only.
+        parts: dict[int, tuple] = {}
+
+        def apply_all(op, products):
+            part = parts.get(id(op))
+            if part is None:
+                written = op.written().toarray()
+                sources = np.flatnonzero(np.any(written != 0.0, axis=0))
+                part = parts[id(op)] = (op, op.rows, sources, written[:, sources])
+            _, rows, sources, weights = part
+            products[:, rows, :] = np.einsum("rc,kcj->krj", weights, products[:, sources, :])
+
+        bar = tqdm(total=coordinates * (T + 1), desc="Lemma 1", unit="step",
+                   disable=not progress, leave=False)
         for coord in range(coordinates):
             # products[s] = M_{t-1} ... M_s for every start s <= t, updated as t grows
             products = np.empty((T + 1, size, size))
             for t in range(T + 1):
+                bar.update()
                 products[t] = np.eye(size)
                 distances = products[:t + 1] - m_inf
                 ratio_bound = np.sqrt(np.einsum("kij,kij->k", distances, distances))
@@ -540,10 +574,9 @@ class Trace:
                     trace_xi = max(trace_xi, float(np.max(
                         np.linalg.norm(products[:t + 1], 2, axis=(1, 2)))))
                 if t < T:
-                    step = np.eye(size)
                     for event in by_step[t]:
                         if event.coords is None or coord in event.coords:
-                            event.operator.apply(step)
-                    products[:t + 1] = step @ products[:t + 1]
+                            apply_all(event.operator, products[:t + 1])
+        bar.close()
         return Lemma1Check(float(t_mix), float(xi), T, windows, worst, worst_window,
                            violation, trace_xi)

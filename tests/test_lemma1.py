@@ -141,3 +141,16 @@ def test_cli_check_refuses_the_spectral_method(capsys):
     assert main(["mixing-time", "sync-ring", "--method", "spectral", "--check"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--method trace or montecarlo" in err
+
+
+def test_check_says_when_the_window_products_do_not_fit(monkeypatch):
+    from mixsim import _memory
+    from mixsim.errors import ConfigError
+
+    trace = Simulation("async-ring", 6, seed=0).run(40).trace
+    # 41 window products of 6 x 6 slots, three copies of 8-byte numbers: 35,424 bytes.
+    monkeypatch.setattr(_memory, "available", lambda: 35_000)
+    with pytest.raises(ConfigError, match="41 window products of 6 x 6 slots"):
+        trace.check_lemma1(10, 1.0)
+    monkeypatch.setattr(_memory, "available", lambda: 36_000)
+    assert trace.check_lemma1(10, 1.0).steps == 40
