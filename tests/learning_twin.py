@@ -148,6 +148,37 @@ def events_by_step(trace, layout, steps: int) -> list[list]:
     return by_step
 
 
+def event_bits(kind: str, slots, d: int) -> tuple[float, float]:
+    """``(up, down)`` bits of a communication event on all ``d`` coordinates, by the rule
+    of docs/scenarios.md: a slot receiving a model from a neighbour costs 32 d bits (up;
+    a ring slot hears its two neighbours, an AllReduce slot the k - 1 others, a pairwise
+    average one each way), a server or RAM copy to a worker 32 d (down); delivering an
+    in-flight update inside the server costs nothing."""
+    k = len(slots)
+    received = {"pairwise": 2, "average": k * (k - 1), "gossip": 2 * k if k >= 3 else 0,
+                "deliver": 0, "copy": 0}[kind]
+    return 32.0 * d * received, (32.0 * d if kind == "copy" else 0.0)
+
+
+def communication_bits(learner, message_bits: float):
+    """Cumulative ``(bits_up, bits_down)`` at every evaluation: each event of the run's
+    trace by :func:`event_bits` (times the fraction of coordinates a sparsified event
+    exchanges), plus ``message_bits`` up per computation event (the messages a placement
+    sends a server)."""
+    scenario = learner.scenario
+    steps, every = scenario.steps, scenario.eval_every
+    d = learner.initial_X.shape[1]
+    up, down = np.zeros(steps + 1), np.zeros(steps + 1)
+    for event in learner.sim.trace.events():
+        u, w = event_bits(event.kind, np.asarray(event.participants), d)
+        share = 1.0 if event.coords is None else event.coords.size / d
+        up[event.step + 1] += u * share
+        down[event.step + 1] += w * share
+    up[1:] += message_bits
+    marks = np.arange(0, steps + 1, every)
+    return np.cumsum(up)[marks], np.cumsum(down)[marks]
+
+
 # ------------------------------------------------------------------ optimizers, by hand
 
 

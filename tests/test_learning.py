@@ -197,6 +197,13 @@ def test_every_kind_of_run_learns(protocol, placement, monkeypatch):
     loss = _assert_follows_twin(result, learners[0], learning_twin.logistic, target=target,
                                 consensus=consensus, synchronous=synchronous)
     assert loss[-1] < 0.7 * loss[0]  # sanity
+    # Bits by the documented rule, event by event; updates sent to a server are dense
+    # messages of 32 d bits (a write to shared RAM or to the worker's own copy sends none).
+    d = 30
+    sent = 32 * d if target == "server" or placement == "server" else 0
+    up, down = learning_twin.communication_bits(learners[0], sent)
+    np.testing.assert_allclose(result.table["bits_up"], up, rtol=1e-12)
+    np.testing.assert_allclose(result.table["bits_down"], down, rtol=1e-12)
 
 
 def test_theorem1_bound_is_computed_and_holds_for_sgd_least_squares():
