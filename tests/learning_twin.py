@@ -115,15 +115,16 @@ def event_matrix(kind: str, slots, layout) -> np.ndarray:
         M[np.ix_([a, b], [a, b])] = 0.5
     elif kind == "average":
         M[np.ix_(slots, slots)] = 1.0 / len(slots)
-    elif kind == "gossip":  # a ring with weights 1/3 on self and both neighbours
+    elif kind == "gossip":  # a ring: weights 1/3 on self and both neighbours
         k = len(slots)
         if k >= 3:
             for i in range(k):
                 M[slots[i]] = 0.0
                 for j in (i - 1, i, i + 1):
                     M[slots[i], slots[j % k]] = 1.0 / 3.0
-        else:
-            assert k <= 1, slots  # a single RAM slot gossips with nobody
+        elif k == 2:  # a ring of two is one edge: each keeps 1/2
+            M[np.ix_(slots, slots)] = 0.5
+        # a ring of one slot gossips with nobody: the identity
     elif kind == "deliver":  # the server adds an in-flight slot, which is emptied
         (server,) = layout.rows("server").tolist()
         (buffer,) = [s for s in slots if s != server]
@@ -155,7 +156,7 @@ def event_bits(kind: str, slots, d: int) -> tuple[float, float]:
     average one each way), a server or RAM copy to a worker 32 d (down); delivering an
     in-flight update inside the server costs nothing."""
     k = len(slots)
-    received = {"pairwise": 2, "average": k * (k - 1), "gossip": 2 * k if k >= 3 else 0,
+    received = {"pairwise": 2, "average": k * (k - 1), "gossip": k * min(2, k - 1),
                 "deliver": 0, "copy": 0}[kind]
     return 32.0 * d * received, (32.0 * d if kind == "copy" else 0.0)
 

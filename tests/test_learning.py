@@ -189,7 +189,10 @@ def test_every_kind_of_run_learns(protocol, placement, monkeypatch):
     # Each run against its NumPy twin: the same event order (from the trace), hand-built
     # event matrices, the same mini-batches, AMSGrad per worker or at the server.
     learners = learning_twin.spy_on_learner(monkeypatch)
-    result = run(_scenario(workers=4, protocol={"name": protocol}, steps=160, eval_every=80,
+    # hybrid: two shared-memory groups of two, so that the RAM slots gossip.
+    params = {"group_size": 2} if protocol == "hybrid" else {}
+    result = run(_scenario(workers=4, protocol={"name": protocol, "params": params},
+                           steps=160, eval_every=80,
                            data={"name": "breast-cancer", "batch": 16},
                            optimizer={"placement": placement,
                                       "method": {"name": "amsgrad", "lr": 0.02}}))
