@@ -149,6 +149,11 @@ def events_by_step(trace, layout, steps: int) -> list[list]:
     return by_step
 
 
+def event_steps(learner) -> list[tuple[int, str]]:
+    """``(step, kind)`` of every communication event of the run, in order."""
+    return [(int(event.step), event.kind) for event in learner.sim.trace.events()]
+
+
 def event_bits(kind: str, slots, d: int) -> tuple[float, float]:
     """``(up, down)`` bits of a communication event on all ``d`` coordinates, by the rule
     of docs/scenarios.md: a slot receiving a model from a neighbour costs 32 d bits (up;

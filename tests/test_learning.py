@@ -120,6 +120,9 @@ def test_server_side_sparsified_amsgrad_learns_with_fewer_bits(monkeypatch):
         "placement": "server", "method": {"name": "amsgrad", "lr": 0.05}}, **common))
     d, k = 30, 3
     steps = np.array([0, 100, 200])
+    for learner in learners:  # sync-ps: after each round of 4 steps, 4 copies to workers
+        assert learning_twin.event_steps(learner) == [
+            (t, "copy") for t in range(3, 200, 4) for _ in range(4)]
     for result, learner, message in ((sparse, learners[0], _sparse_bits(k, d)),
                                      (dense, learners[1], 32 * d)):
         loss = _assert_follows_twin(result, learner, learning_twin.logistic, target="server",
@@ -138,6 +141,9 @@ def test_cd_adam_learns_and_counts_compressed_downlink(monkeypatch):
                            optimizer={"placement": "cd-adam",
                                       "compressor": {"name": "scaled-sign"},
                                       "method": {"name": "amsgrad", "lr": 0.02}}))
+    # sync-ps: after each round of 4 steps, 4 copies to workers.
+    assert learning_twin.event_steps(learners[0]) == [
+        (t, "copy") for t in range(3, 200, 4) for _ in range(4)]
     loss = _assert_follows_twin(result, learners[0], learning_twin.logistic, target="server",
                                 consensus=("server", None), synchronous=True)
     assert loss[-1] < 0.7 * loss[0]  # sanity
@@ -155,11 +161,14 @@ def test_quickstart_runs_and_learns(tmp_path, monkeypatch):
     result = run(ROOT / "scenarios" / "quickstart.yaml", out=tmp_path,
                  overrides={"steps": 400, "eval_every": 200})
     table = result.table
+    # sync-ring: one ring gossip after every round of 8 steps.
+    assert learning_twin.event_steps(learners[0]) == [(t, "gossip") for t in range(7, 400, 8)]
     loss = _assert_follows_twin(result, learners[0], learning_twin.softmax(10), target="own",
                                 consensus=("workers", None), synchronous=True)
     assert loss[-1] < 0.1 * loss[0]  # sanity
     d, n = 64 * 10 + 10, 8
     np.testing.assert_array_equal(table["bits_up"], np.array([0, 200, 400]) / n * n * 2 * 32 * d)
+    np.testing.assert_array_equal(table["bits_down"], 0)  # no server
     assert result.summary["t_mix"] == 8 * 4  # ring of 8: k = 4 rounds
     assert (tmp_path / "curves.png").read_bytes()[:4] == b"\x89PNG"
 
@@ -197,6 +206,13 @@ def test_every_kind_of_run_learns(protocol, placement, monkeypatch):
                            optimizer={"placement": placement,
                                       "method": {"name": "amsgrad", "lr": 0.02}}))
     target, consensus, synchronous = _PROTOCOLS[protocol]
+    # The synchronous protocols' schedules, from their files: AllReduce every 2 rounds of
+    # 4 steps (local_steps = 2), one ring gossip after every round.
+    schedule = {"local-step": [(t, "average") for t in range(7, 160, 8)],
+                "gossip": [(t, "gossip") for t in range(3, 160, 4)]}
+    schedule["sparse"] = schedule["gossip"]
+    if protocol in schedule:
+        assert learning_twin.event_steps(learners[0]) == schedule[protocol]
     loss = _assert_follows_twin(result, learners[0], learning_twin.logistic, target=target,
                                 consensus=consensus, synchronous=synchronous)
     assert loss[-1] < 0.7 * loss[0]  # sanity
