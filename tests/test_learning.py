@@ -3,6 +3,7 @@
 import json
 from pathlib import Path
 
+import learning_twin
 import naive
 import numpy as np
 import pytest
@@ -87,7 +88,29 @@ def test_divergence_names_the_step_and_keeps_what_was_recorded(tmp_path):
     assert summary["complete"] is False and summary["stopped_at_step"] == info.value.step
 
 
-def test_server_side_sparsified_amsgrad_learns_with_fewer_bits():
+def _assert_follows_twin(result, learner, loss_and_grad, **protocol):
+    """The run's loss at every evaluation and its final state against the NumPy twin of
+    ``tests/learning_twin.py`` (float64 throughout: agreement to rounding)."""
+    expected, X = learning_twin.simulate(learner, loss_and_grad, **protocol)
+    every = result.scenario.eval_every
+    np.testing.assert_array_equal(result.table["step"], every * np.arange(expected.size))
+    np.testing.assert_allclose(result.table["loss"], expected, rtol=1e-10)
+    np.testing.assert_allclose(learner.sim.X, X, rtol=1e-10, atol=1e-13)
+    return expected
+
+
+def _sparse_bits(k, d):
+    """docs/kernels.md "Bits": a top-k message is k values of 32 bits plus either k
+    indices of 32 bits or a bitmap of d bits, whichever is smaller."""
+    return min(32 * k + 32 * k, 32 * k + d)
+
+
+def test_server_side_sparsified_amsgrad_learns_with_fewer_bits(monkeypatch):
+    # SPARS-AMS (seed 001 Alg. 1) on sync-ps against its NumPy twin (top-k with error
+    # feedback on every worker, AMSGrad on the mean at the server), and the bits by the
+    # closed form: top-k at density 0.1 of d = 30 keeps k = 3 (bitmap: 30 + 3 x 32 = 126
+    # bits a message); dense messages and the broadcast are 32 d bits per worker.
+    learners = learning_twin.spy_on_learner(monkeypatch)
     common = {"workers": 4, "protocol": {"name": "sync-ps"}, "steps": 200, "eval_every": 100,
               "data": {"name": "breast-cancer", "batch": 16}}
     sparse = run(_scenario(optimizer={
@@ -95,29 +118,74 @@ def test_server_side_sparsified_amsgrad_learns_with_fewer_bits():
         "memory": "error-feedback", "method": {"name": "amsgrad", "lr": 0.05}}, **common))
     dense = run(_scenario(optimizer={
         "placement": "server", "method": {"name": "amsgrad", "lr": 0.05}}, **common))
-    for result in (sparse, dense):
-        assert result.table["loss"][-1] < 0.5 * result.table["loss"][0]
-    assert sparse.table["bits_up"][-1] < 0.5 * dense.table["bits_up"][-1]
+    d, k = 30, 3
+    steps = np.array([0, 100, 200])
+    for learner in learners:  # sync-ps: after each round of 4 steps, 4 copies to workers
+        assert learning_twin.event_steps(learner) == [
+            (t, "copy") for t in range(3, 200, 4) for _ in range(4)]
+    for result, learner, message in ((sparse, learners[0], _sparse_bits(k, d)),
+                                     (dense, learners[1], 32 * d)):
+        loss = _assert_follows_twin(result, learner, learning_twin.logistic, target="server",
+                                    consensus=("server", None), synchronous=True)
+        assert loss[-1] < 0.5 * loss[0]  # sanity: both learn
+        np.testing.assert_array_equal(result.table["bits_up"], message * steps)
+        np.testing.assert_array_equal(result.table["bits_down"], 32 * d * steps)
+    assert _sparse_bits(k, d) == 126
 
 
-def test_cd_adam_learns_and_counts_compressed_downlink():
+def test_cd_adam_learns_and_counts_compressed_downlink(monkeypatch):
+    # CD-Adam (seed 003 Alg. 1) against its NumPy twin; bits by seed 003 Table 2: one
+    # scaled-sign message, 32 + d bits, per worker per round each way.
+    learners = learning_twin.spy_on_learner(monkeypatch)
     result = run(_scenario(workers=4, protocol={"name": "sync-ps"}, steps=200, eval_every=100,
                            optimizer={"placement": "cd-adam",
                                       "compressor": {"name": "scaled-sign"},
                                       "method": {"name": "amsgrad", "lr": 0.02}}))
-    table = result.table
-    assert table["loss"][-1] < 0.7 * table["loss"][0]
-    d = 30  # breast cancer: 30 features, logistic regression without a bias
-    assert 0 < table["bits_down"][-1] < 200 / 4 * 4 * 32 * d
+    # sync-ps: after each round of 4 steps, 4 copies to workers.
+    assert learning_twin.event_steps(learners[0]) == [
+        (t, "copy") for t in range(3, 200, 4) for _ in range(4)]
+    loss = _assert_follows_twin(result, learners[0], learning_twin.logistic, target="server",
+                                consensus=("server", None), synchronous=True)
+    assert loss[-1] < 0.7 * loss[0]  # sanity
+    d, n = 30, 4  # breast cancer: 30 features, logistic regression without a bias
+    rounds = np.array([0, 100, 200]) / n
+    np.testing.assert_array_equal(result.table["bits_up"], n * (32 + d) * rounds)
+    np.testing.assert_array_equal(result.table["bits_down"], n * (32 + d) * rounds)
 
 
-def test_quickstart_runs_and_learns(tmp_path):
+def test_quickstart_runs_and_learns(tmp_path, monkeypatch):
+    # The embedded default (8 workers, sync-ring, softmax on digits, top-10% with error
+    # feedback then AMSGrad on every worker) against its NumPy twin; gossip bits by the
+    # documented rule: 32 d bits per ring neighbour a worker receives from, each round.
+    learners = learning_twin.spy_on_learner(monkeypatch)
     result = run(ROOT / "scenarios" / "quickstart.yaml", out=tmp_path,
                  overrides={"steps": 400, "eval_every": 200})
     table = result.table
-    assert table["loss"][-1] < table["loss"][0]
+    # sync-ring: one ring gossip after every round of 8 steps.
+    assert learning_twin.event_steps(learners[0]) == [(t, "gossip") for t in range(7, 400, 8)]
+    loss = _assert_follows_twin(result, learners[0], learning_twin.softmax(10), target="own",
+                                consensus=("workers", None), synchronous=True)
+    assert loss[-1] < 0.1 * loss[0]  # sanity
+    d, n = 64 * 10 + 10, 8
+    np.testing.assert_array_equal(table["bits_up"], np.array([0, 200, 400]) / n * n * 2 * 32 * d)
+    np.testing.assert_array_equal(table["bits_down"], 0)  # no server
     assert result.summary["t_mix"] == 8 * 4  # ring of 8: k = 4 rounds
     assert (tmp_path / "curves.png").read_bytes()[:4] == b"\x89PNG"
+
+
+# Where each protocol puts the updates and what its consensus is (from protocols/*.yaml):
+# ("own" copy, the server / RAM slot, or a delay line of D + 1 buffers), (group, absorb),
+# and whether it runs in rounds.
+_PROTOCOLS = {
+    "local-step": ("own", ("workers", None), True),
+    "gossip": ("own", ("workers", None), True),
+    "sparse": ("own", ("workers", None), True),
+    "async-ring": ("own", ("workers", None), False),
+    "async-ps": ("server", ("server", None), False),
+    "hogwild": ("ram", ("ram", None), False),
+    "hybrid": ("ram", ("ram", None), False),
+    "delayed": (("delay", 4), ("server", "buffer"), False),
+}
 
 
 @pytest.mark.parametrize(
@@ -126,13 +194,35 @@ def test_quickstart_runs_and_learns(tmp_path):
      ("async-ring", "worker"), ("gossip", "worker"), ("delayed", "server"),
      ("async-ps", "server"), ("sparse", "worker"), ("hybrid", "worker")],
 )
-def test_every_kind_of_run_learns(protocol, placement):
-    result = run(_scenario(workers=4, protocol={"name": protocol}, steps=160, eval_every=80,
+def test_every_kind_of_run_learns(protocol, placement, monkeypatch):
+    # Each run against its NumPy twin: the same event order (from the trace), hand-built
+    # event matrices, the same mini-batches, AMSGrad per worker or at the server.
+    learners = learning_twin.spy_on_learner(monkeypatch)
+    # hybrid: two shared-memory groups of two, so that the RAM slots gossip.
+    params = {"group_size": 2} if protocol == "hybrid" else {}
+    result = run(_scenario(workers=4, protocol={"name": protocol, "params": params},
+                           steps=160, eval_every=80,
                            data={"name": "breast-cancer", "batch": 16},
                            optimizer={"placement": placement,
                                       "method": {"name": "amsgrad", "lr": 0.02}}))
-    loss = result.table["loss"]
-    assert loss[-1] < 0.7 * loss[0]
+    target, consensus, synchronous = _PROTOCOLS[protocol]
+    # The synchronous protocols' schedules, from their files: AllReduce every 2 rounds of
+    # 4 steps (local_steps = 2), one ring gossip after every round.
+    schedule = {"local-step": [(t, "average") for t in range(7, 160, 8)],
+                "gossip": [(t, "gossip") for t in range(3, 160, 4)]}
+    schedule["sparse"] = schedule["gossip"]
+    if protocol in schedule:
+        assert learning_twin.event_steps(learners[0]) == schedule[protocol]
+    loss = _assert_follows_twin(result, learners[0], learning_twin.logistic, target=target,
+                                consensus=consensus, synchronous=synchronous)
+    assert loss[-1] < 0.7 * loss[0]  # sanity
+    # Bits by the documented rule, event by event; updates sent to a server are dense
+    # messages of 32 d bits (a write to shared RAM or to the worker's own copy sends none).
+    d = 30
+    sent = 32 * d if target == "server" or placement == "server" else 0
+    up, down = learning_twin.communication_bits(learners[0], sent)
+    np.testing.assert_allclose(result.table["bits_up"], up, rtol=1e-12)
+    np.testing.assert_allclose(result.table["bits_down"], down, rtol=1e-12)
 
 
 def test_theorem1_bound_is_computed_and_holds_for_sgd_least_squares():

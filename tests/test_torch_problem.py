@@ -1,5 +1,6 @@
 """The torch problem: a torch.nn.Module whose parameters are the state (small models only)."""
 
+import copy
 import subprocess
 import sys
 import textwrap
@@ -9,6 +10,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+import learning_twin  # noqa: E402
 from cifar_files import write_folder  # noqa: E402
 
 from mixsim.errors import ConfigError  # noqa: E402
@@ -52,7 +54,7 @@ def model_file(tmp_path):
     return path
 
 
-def test_zero_linear_module_follows_the_softmax_problem(model_file, tmp_path):
+def test_zero_linear_module_follows_the_softmax_problem(model_file, tmp_path, monkeypatch):
     # SGD and AMSGrad from zeros act coordinate-wise: the layout of the parameters does not
     # matter, so the loss trajectories agree up to rounding (float64).
     scenario_path = tmp_path / "s.yaml"
@@ -60,11 +62,21 @@ def test_zero_linear_module_follows_the_softmax_problem(model_file, tmp_path):
                              "workers: 4\nprotocol: {name: async-ring}\nseed: 5\n"
                              "data: {name: digits, batch: 16}\nsteps: 40\neval_every: 8\n"
                              "outputs: {measure_mixing: false, plots: false}\n")
+    learners = learning_twin.spy_on_learner(monkeypatch)
     torch_run = run(scenario_path)
     softmax_run = run(scenario_path, overrides={"problem": {"name": "softmax"}})
     gap = np.abs(torch_run.table["loss"] - softmax_run.table["loss"]) / softmax_run.table["loss"]
     assert gap.max() <= 1e-6
-    assert softmax_run.table["loss"][-1] < 0.8 * softmax_run.table["loss"][0]
+    # Both against the NumPy twin of the run (tests/learning_twin.py: the run's event order,
+    # hand-built pairwise averages, the same mini-batches, softmax regression and AMSGrad
+    # written out): the softmax run to rounding, the torch run to its gap above.
+    expected, X = learning_twin.simulate(learners[1], learning_twin.softmax(10), target="own",
+                                         consensus=("workers", None), synchronous=False)
+    np.testing.assert_array_equal(softmax_run.table["step"], 8 * np.arange(6))
+    np.testing.assert_allclose(softmax_run.table["loss"], expected, rtol=1e-10)
+    np.testing.assert_allclose(learners[1].sim.X, X, rtol=1e-10, atol=1e-13)
+    np.testing.assert_allclose(torch_run.table["loss"], expected, rtol=1e-6)
+    assert expected[-1] < 0.8 * expected[0]  # sanity: it learns
     np.testing.assert_array_equal(torch_run.table["test_accuracy"],
                                   softmax_run.table["test_accuracy"])
 
@@ -146,7 +158,49 @@ def test_batchnorm_statistics_are_private_per_worker_and_averaged_for_evaluation
     assert problem._worker_buffers[0]["bn1.num_batches_tracked"].item() == 1
 
 
-def test_resnet20_on_cifar_files_learns_and_one_seed_gives_the_same_bytes(tmp_path):
+class _TorchTwin:
+    """ResNet-20 trained as the torch problem documents it, written with plain torch: each
+    worker its own module (its own BatchNorm running statistics, updated by its training
+    passes), the parameters loaded from the state with ``vector_to_parameters``, mean
+    cross-entropy in training mode for a gradient; the consensus model evaluated in eval
+    mode with the mean running statistics of the workers that have computed (the initial
+    ones before any)."""
+
+    def __init__(self, sample_shape, dtype):
+        self.shape = sample_shape
+        self.dtype = torch.float64 if dtype == np.float64 else torch.float32
+        self.fresh = resnet20(sample_shape, 10).to(self.dtype)
+        self.workers = {}
+
+    def _inputs(self, module, x, A, y):
+        torch.nn.utils.vector_to_parameters(torch.from_numpy(np.array(x)), module.parameters())
+        inputs = torch.from_numpy(np.ascontiguousarray(A)).to(self.dtype)
+        return inputs.reshape(-1, *self.shape), torch.from_numpy(np.asarray(y, dtype=np.int64))
+
+    def worker_grad(self, worker, x, A, y):
+        module = self.workers.setdefault(worker, copy.deepcopy(self.fresh))
+        module.train()
+        inputs, labels = self._inputs(module, x, A, y)
+        loss = torch.nn.functional.cross_entropy(module(inputs), labels)
+        grads = torch.autograd.grad(loss, list(module.parameters()))
+        return torch.cat([g.reshape(-1) for g in grads]).numpy()
+
+    def loss_and_grad(self, x, A, y):
+        module = copy.deepcopy(self.fresh)
+        if self.workers:
+            buffers = dict(module.named_buffers())
+            for name, buffer in buffers.items():
+                if buffer.is_floating_point():
+                    values = [dict(w.named_buffers())[name] for w in self.workers.values()]
+                    buffer.copy_(torch.stack(values).mean(dim=0))
+        module.eval()
+        inputs, labels = self._inputs(module, x, A, y)
+        with torch.no_grad():
+            return float(torch.nn.functional.cross_entropy(module(inputs), labels)), None
+
+
+def test_resnet20_on_cifar_files_learns_and_one_seed_gives_the_same_bytes(tmp_path,
+                                                                          monkeypatch):
     write_folder(tmp_path / "cifar", train_per_batch=(16,), test=8)
     scenario = tmp_path / "r.yaml"
     scenario.write_text(textwrap.dedent("""\
@@ -160,11 +214,22 @@ def test_resnet20_on_cifar_files_learns_and_one_seed_gives_the_same_bytes(tmp_pa
         eval_every: 4
         outputs: {measure_mixing: false, plots: false}
         """).replace("PATH", str(tmp_path / "cifar")))
+    learners = learning_twin.spy_on_learner(monkeypatch)
     first = run(scenario, out=tmp_path / "a")
     run(scenario, out=tmp_path / "b")
     assert ((tmp_path / "a" / "metrics.csv").read_bytes()
             == (tmp_path / "b" / "metrics.csv").read_bytes())
-    assert first.table["loss"][-1] < first.table["loss"][0]
+    # Against the twin above on the run's event order and mini-batches (SGD on each
+    # worker's copy, pairwise averages built by hand), in the data's float64: to rounding.
+    learner = learners[0]
+    twin = _TorchTwin(learner.dataset.sample_shape, learner.initial_X.dtype)
+    expected, X = learning_twin.simulate(learner, twin.loss_and_grad, target="own",
+                                         consensus=("workers", None), synchronous=False,
+                                         worker_grad=twin.worker_grad)
+    assert learner.initial_X.dtype == np.float64
+    np.testing.assert_allclose(first.table["loss"], expected, rtol=1e-10)
+    np.testing.assert_allclose(learner.sim.X, X, rtol=1e-10, atol=1e-13)
+    assert expected[-1] < expected[0]  # sanity: it learns
 
 
 @pytest.mark.parametrize(("model", "message"), [
