@@ -434,3 +434,49 @@ def test_the_compute_callback_sees_every_earlier_event_applied():
         row = sim.layout.owner_slot("workers", worker)
         np.testing.assert_allclose(view, X[row], rtol=0, atol=1e-12)
     assert applied > 70
+
+
+_TWO_OWN_RULES = """
+name: pull-then-gossip
+summary: Asynchronous server pull followed by a pairwise average, two own-step rules.
+slots: {server: 1}
+view: workers
+target: server
+schedule: async
+communication:
+  - on: own-step
+    op: copy
+    args: {source: server, to: workers, scope: self}
+  - on: own-step
+    op: pairwise
+    args: {group: workers, graph: cycle_graph}
+consensus: {average: server}
+"""
+
+
+@pytest.mark.parametrize("with_compute", [False, True])
+def test_timer_chains_with_two_own_step_rules_match_worker_processes(with_compute, tmp_path,
+                                                                     monkeypatch):
+    # Two own-step rules take the general closure (every rule, in order), not the
+    # one-rule fast path: the same events as worker processes, pulls and averages
+    # interleaved worker by worker.
+    path = tmp_path / "two.yaml"
+    path.write_text(_TWO_OWN_RULES)
+
+    def compute(worker, view, step):
+        return 0.1 * np.cos(view) - 0.01 * step
+
+    runs = []
+    for chained in (True, False):
+        monkeypatch.setattr(Simulation, "_use_timer_chains", chained)
+        sim = Simulation(path, 5, d=2, seed=6, compute=compute if with_compute else None)
+        for steps in (3, 40, 120):
+            sim.run(steps)
+        runs.append(sim)
+    a, b = runs
+    assert a._chained and not b._chained
+    assert a.trace.ev_kind == b.trace.ev_kind and a.trace.ev_time == b.trace.ev_time
+    assert a.trace.ev_kind[:2] == ["copy", "pairwise"] and len(a.trace.ev_kind) == 240
+    assert [a.trace.ops[i].rows.tolist() for i in a.trace.ev_op] == \
+        [b.trace.ops[i].rows.tolist() for i in b.trace.ev_op]
+    assert np.array_equal(a.X, b.X)
