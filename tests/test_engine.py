@@ -480,3 +480,26 @@ def test_timer_chains_with_two_own_step_rules_match_worker_processes(with_comput
     assert [a.trace.ops[i].rows.tolist() for i in a.trace.ev_op] == \
         [b.trace.ops[i].rows.tolist() for i in b.trace.ev_op]
     assert np.array_equal(a.X, b.X)
+
+
+_NO_WAIT = """
+name: ring-no-wait
+summary: Asynchronous ring whose average travels on its own (the worker does not wait).
+schedule: async
+communication:
+  - on: own-step
+    op: pairwise
+    args: {group: workers, graph: cycle_graph}
+    wait: false
+"""
+
+
+def test_an_event_that_does_not_wait_on_an_instant_link_follows_its_computation(tmp_path):
+    # Constant compute times: all workers finish together (ties). Over instant links an
+    # own-step event that does not wait costs no time, so it applies right after its own
+    # computation, before the next worker's: the k-th event follows computation k.
+    path = tmp_path / "no-wait.yaml"
+    path.write_text(_NO_WAIT)
+    sim = Simulation(path, 4, seed=1, timing=Timing(compute=ComputeTime("constant"))).run(12)
+    assert sim.trace.ev_step == list(range(12))
+    assert sim.trace.ev_time == [1.0] * 4 + [2.0] * 4 + [3.0] * 4
