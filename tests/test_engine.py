@@ -135,7 +135,8 @@ def _run_pieces(name, timing, chained, monkeypatch, compute=None, params=None):
 
 
 @pytest.mark.parametrize("name, params", [
-    ("async-ps", None), ("async-ring", None), ("hogwild", None), ("hybrid", None),
+    ("async-ps", None), ("async-ring", None), ("hogwild", None),
+    ("hybrid", {"group_size": 2, "gossip_every": 3}),
     ("delayed", {"distribution": "geometric"}), ("gossip", {"mode": "async"}),
     ("sparse", {"base": "async-ring"}),
 ])
@@ -260,6 +261,11 @@ def test_delay_line_lags_follow_their_law(distribution, low, high):
     assert min(lags) == low and max(lags) == high
     if distribution == "geometric":
         np.testing.assert_allclose(np.mean(lags), 2.0, atol=0.3)
+    if distribution == "uniform":
+        # Each of the 5 lags about 600 / 5 = 120 times (binomial sd 9.8): a wider law
+        # folded onto the buffer (lags 5 and 6 landing on 0 and 1) would double two counts.
+        counts = np.bincount(lags, minlength=5)
+        assert np.all(np.abs(counts - 120) < 40), counts
 
 
 _SYNC_PULL = """
@@ -334,7 +340,9 @@ def test_round_rules_see_their_round_index():
         assert W[0, 2 ** (r % 3)] > 0, r
 
 
-@pytest.mark.parametrize("delay", ["-1", '"=lag - 4"', '"=lag / 2"'])
+@pytest.mark.parametrize("delay", ["-1", '"=lag - 4"', '"=lag / 2"', "{low: 3, high: 1}",
+                                   "{low: -1, high: 2}", "{low: 0, high: 2.5}",
+                                   "{low: 0.5, high: 2}"])
 def test_delay_steps_must_be_a_non_negative_integer(tmp_path, delay):
     with pytest.raises(ProtocolError, match="delay_steps") as info:
         _delayed_pulls(tmp_path, delay, 5)
@@ -503,3 +511,17 @@ def test_an_event_that_does_not_wait_on_an_instant_link_follows_its_computation(
     sim = Simulation(path, 4, seed=1, timing=Timing(compute=ComputeTime("constant"))).run(12)
     assert sim.trace.ev_step == list(range(12))
     assert sim.trace.ev_time == [1.0] * 4 + [2.0] * 4 + [3.0] * 4
+
+
+def test_a_state_that_does_not_fit_in_memory_is_refused_before_it_is_allocated(monkeypatch):
+    # The documented estimate: three float64 copies of the state (slots x d) plus a fixed
+    # overhead per slot (mixsim._memory.BYTES_PER_SLOT). async-ps with 10 workers has 11
+    # slots; at d = 1000 that is 11 * (3 * 8 * 1000 + 2048) = 286,528 bytes.
+    from mixsim import _memory
+
+    needed = 11 * (3 * 8 * 1000 + 2048)
+    monkeypatch.setattr(_memory, "available", lambda: needed - 1)
+    with pytest.raises(ConfigError, match="11 slots x 1,000 coordinates"):
+        Simulation("async-ps", 10, d=1000)
+    monkeypatch.setattr(_memory, "available", lambda: needed)
+    assert Simulation("async-ps", 10, d=1000).X.shape == (11, 1000)
