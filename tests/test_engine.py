@@ -525,3 +525,51 @@ def test_a_state_that_does_not_fit_in_memory_is_refused_before_it_is_allocated(m
         Simulation("async-ps", 10, d=1000)
     monkeypatch.setattr(_memory, "available", lambda: needed)
     assert Simulation("async-ps", 10, d=1000).X.shape == (11, 1000)
+
+
+_RING_WITH_ROUNDS = """
+name: ring-and-average
+summary: Asynchronous ring averages and a global average after every third computation.
+schedule: async
+communication:
+  - on: own-step
+    op: pairwise
+    args: {group: workers, graph: cycle_graph}
+  - on: step
+    every: 3
+    op: average
+    args: {group: workers}
+"""
+
+
+def test_timer_chains_with_a_per_step_rule_match_worker_processes(tmp_path, monkeypatch):
+    # A per-step rule (every 3rd computation, whoever computed) beside an own-step rule:
+    # the chains must take the general step, which fires it, as worker processes do.
+    path = tmp_path / "ring-and-average.yaml"
+    path.write_text(_RING_WITH_ROUNDS)
+    runs = []
+    for chained in (True, False):
+        monkeypatch.setattr(Simulation, "_use_timer_chains", chained)
+        sim = Simulation(path, 5, seed=2)
+        for steps in (4, 30):
+            sim.run(steps)
+        runs.append(sim)
+    a, b = runs
+    assert a._chained and not b._chained
+    averages = [s for s, k in zip(a.trace.ev_step, a.trace.ev_kind, strict=True)
+                if k == "average"]
+    assert averages == list(range(2, 30, 3))
+    assert a.trace.ev_kind == b.trace.ev_kind and a.trace.ev_time == b.trace.ev_time
+    assert np.array_equal(a.X, b.X)
+
+
+def test_a_worker_with_nothing_to_send_does_not_wait_for_a_link():
+    # A ring of one worker has no neighbour: latency 0.5 on every link, but no event, so
+    # the worker computes every 1.0 exactly.
+    times = []
+    timing = Timing(compute=ComputeTime("constant"), links=Links(latency=0.5))
+    sim = Simulation("async-ring", 1, seed=0, timing=timing,
+                     compute=lambda worker, view, step: times.append(sim.env.now))
+    sim.run(4)
+    assert len(sim.trace) == 0 and not sim._chained
+    assert times == [1.0, 2.0, 3.0, 4.0]
