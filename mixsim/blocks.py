@@ -298,17 +298,18 @@ class Copy(_Block):
                 f"unknown scope {scope!r}; allowed: {', '.join(self._SCOPES)}", "args.scope"
             )
         self.scope = scope
-        self._ops: dict[int, Operator] = {}
+        self._ops: dict[tuple[int, int], Operator] = {}
         self._own: dict[int, list] = {}
         n = self.layout.n_workers
         self.to_of_worker = [self.layout.owner_slot(self.to, w) for w in range(n)]
         self.src_of_worker = [self.layout.owner_slot(self.source, w) for w in range(n)]
 
     def _op(self, target_row: int, source_row: int) -> Operator:
-        op = self._ops.get(target_row)
+        # Keyed by both rows: workers sharing a target slot may pull from different sources.
+        op = self._ops.get((target_row, source_row))
         if op is None:
             op = Operator.from_rows({target_row: {source_row: 1.0}}, self.layout.size)
-            self._ops[target_row] = op
+            self._ops[target_row, source_row] = op
         return op
 
     def _event(self, worker):

@@ -59,5 +59,11 @@ class DivergenceError(MixsimError, FloatingPointError):
 
     def __init__(self, step: int, message: str = "non-finite value in the state"):
         self.step = step
+        self.detail = message
         self.result = None
-        super().__init__(f"diverged at step {step}: {message}")
+        # ``args`` are the constructor's arguments, so a copy made as
+        # ``type(exc)(*exc.args)`` (SimPy does so when a process fails) is the same error.
+        super().__init__(step, message)
+
+    def __str__(self) -> str:
+        return f"diverged at step {self.step}: {self.detail}"

@@ -573,3 +573,60 @@ def test_a_worker_with_nothing_to_send_does_not_wait_for_a_link():
     sim.run(4)
     assert len(sim.trace) == 0 and not sim._chained
     assert times == [1.0, 2.0, 3.0, 4.0]
+
+
+_SHARED_CACHES = """
+name: shared-caches
+summary: Workers pull their server slot into a cache slot that workers of other servers share.
+slots: {server: 2, cache: 3}
+view: cache
+target: server
+schedule: async
+communication:
+  - on: own-step
+    op: copy
+    args: {source: server, to: cache, scope: self}
+consensus: {average: server}
+"""
+
+
+@pytest.mark.parametrize("chained", [True, False])
+def test_each_pull_copies_the_pulling_workers_own_source(chained, tmp_path, monkeypatch):
+    # 7 workers over 2 server slots and 3 cache slots: a cache slot serves workers of both
+    # servers. The pull after computation t copies the server slot of the worker that
+    # computed, into that worker's cache slot (both read off the layout).
+    path = tmp_path / "caches.yaml"
+    path.write_text(_SHARED_CACHES)
+    monkeypatch.setattr(Simulation, "_use_timer_chains", chained)
+    workers = {}
+
+    def compute(worker, view, step):
+        workers[step] = worker
+
+    sim = Simulation(path, 7, seed=3, compute=compute,
+                     timing=Timing(compute=ComputeTime("constant", stragglers=0.3))).run(130)
+    assert sim._chained == chained
+    layout = sim.layout
+    assert len({(layout.owner_slot("cache", w), layout.owner_slot("server", w))
+                for w in range(7)}) > 3  # some cache slot is shared across servers
+    pulls = [(e.step, e.operator.rows.tolist(), e.operator.cols.tolist())
+             for e in sim.trace.events()]
+    assert len(pulls) == 130
+    for step, rows, cols in pulls:
+        worker = workers[step]
+        assert rows == [layout.owner_slot("cache", worker)]
+        assert cols == [layout.owner_slot("server", worker)]
+
+
+def test_a_divergence_inside_a_worker_process_keeps_its_step():
+    # With link latency the asynchronous ring runs as worker processes; SimPy re-creates
+    # an exception raised in a process from its args: the step must survive that.
+    timing = Timing(links=Links(latency=0.1))
+    sim = Simulation("async-ring", 4, seed=0, timing=timing,
+                     compute=lambda worker, view, step: np.inf if step == 5 else None)
+    with pytest.raises(DivergenceError) as info:
+        sim.run(20)
+    assert not sim._chained
+    assert info.value.step == 5
+    assert str(info.value).startswith("diverged at step 5: worker ")
+    assert str(info.value).count("diverged") == 1
