@@ -10,7 +10,7 @@ the mixing time (:func:`mixing_time`), problems and data (:func:`make_problem`,
 
 from mixsim.data import load_dataset, partition
 from mixsim.engine import Simulation
-from mixsim.errors import ConfigError, DivergenceError, MixsimError, ProtocolError
+from mixsim.errors import ConfigError, DivergenceError, MixsimError, ProtocolError, StoppedError
 from mixsim.learning import RunResult, run
 from mixsim.mixing import MixingTime, mixing_time, trace_mixing_time
 from mixsim.operators import Operator
@@ -36,6 +36,7 @@ __all__ = [
     "RunResult",
     "Scenario",
     "Simulation",
+    "StoppedError",
     "SlotLayout",
     "Timing",
     "Trace",

@@ -21,7 +21,7 @@ import simpy
 
 from mixsim import _memory
 from mixsim.blocks import BLOCKS, BlockContext
-from mixsim.errors import DivergenceError, ProtocolError
+from mixsim.errors import DivergenceError, ProtocolError, StoppedError
 from mixsim.operators import _apply_sequence, bound_kernel
 from mixsim.protocol import RuleSpec, build_layout, load_protocol
 from mixsim.timing import Timing
@@ -149,6 +149,7 @@ class Simulation:
         self.step = 0
         self.round = 0
         self._limit = 0
+        self._failure: str | None = None
         self._done = self.env.event()
         self._resume = self.env.event()
         self._stopped = False
@@ -286,6 +287,10 @@ class Simulation:
         Communication events that follow computation ``steps - 1`` before computation
         ``steps`` are included, so the step operators ``M_0 ... M_{steps-1}`` are complete.
         """
+        if self._failure is not None:
+            raise StoppedError(f"this simulation stopped at step {self.step} with "
+                               f"{self._failure}; it cannot continue: build a new one "
+                               f"(the trace and the state keep what happened up to there)")
         if steps <= self.step:
             return self
         self._limit = steps
@@ -307,11 +312,12 @@ class Simulation:
                 resume.succeed()
         try:
             self.env.run(until=self._done)
+        except BaseException as exc:
+            self._failure = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            raise
         finally:
-            # The timer chains leave the trace's step count to the end of the run (also
-            # of one stopped by an error), to save a store per event.
-            self.trace.n_steps = self.step
-        self._flush()
+            # The events recorded so far are applied, so state and trace agree.
+            self._flush()
         return self
 
     def _flush(self) -> None:
@@ -509,7 +515,7 @@ class Simulation:
                         if not np.all(np.isfinite(X[target_row])):
                             raise DivergenceError(t, f"worker {worker}'s update is not finite")
                         trace.record_update(t, env.now, worker, target_row, delta)
-                self.step = t + 1  # trace.n_steps follows when the run stops
+                self.step = trace.n_steps = t + 1
                 now = env._now  # the documented ``env.now`` without its property call
                 k = next(picks)
                 index, apply, bound = prepared[k] or prepare(k)
@@ -542,7 +548,7 @@ class Simulation:
                 return
             if compute is not None:
                 updated(t)
-            self.step = t + 1  # trace.n_steps follows when the run stops
+            self.step = trace.n_steps = t + 1
             now = env.now
             for events, kind in own:
                 for op, _ in events(worker, 0):

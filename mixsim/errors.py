@@ -6,7 +6,7 @@ these into one line on stderr and exit code 2.
 
 from __future__ import annotations
 
-__all__ = ["MixsimError", "ConfigError", "ProtocolError", "DivergenceError"]
+__all__ = ["MixsimError", "ConfigError", "ProtocolError", "DivergenceError", "StoppedError"]
 
 
 class MixsimError(Exception):
@@ -67,3 +67,13 @@ class DivergenceError(MixsimError, FloatingPointError):
 
     def __str__(self) -> str:
         return f"diverged at step {self.step}: {self.detail}"
+
+
+class StoppedError(MixsimError, RuntimeError):
+    """A :class:`~mixsim.Simulation` whose run stopped with an error cannot run again.
+
+    An exception inside a run (a compute callback's error, a divergence, Ctrl-C) can leave
+    a worker between two of its events and the random streams between two blocks; the
+    simulation keeps what it recorded (trace and state agree) but does not continue.
+    """
+

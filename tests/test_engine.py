@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from mixsim import ComputeTime, Links, ProtocolError, Simulation, Timing, load_protocol
-from mixsim.errors import ConfigError, DivergenceError
+from mixsim.errors import ConfigError, DivergenceError, StoppedError
 
 
 def test_a_synchronous_round_is_n_steps_then_communication():
@@ -630,3 +630,23 @@ def test_a_divergence_inside_a_worker_process_keeps_its_step():
     assert info.value.step == 5
     assert str(info.value).startswith("diverged at step 5: worker ")
     assert str(info.value).count("diverged") == 1
+
+
+@pytest.mark.parametrize("name", ["async-ring", "async-ps", "sync-ring"])
+@pytest.mark.parametrize("error", [ValueError("bad batch"), KeyboardInterrupt()])
+def test_a_run_stopped_by_an_error_keeps_its_record_and_refuses_to_continue(name, error):
+    # An error inside a run can leave a worker between two events: the simulation keeps
+    # what happened (state and trace agree) and says it cannot continue.
+    def compute(worker, view, step):
+        if step == 7:
+            raise error
+        return 0.01 * view
+
+    sim = Simulation(name, 4, d=2, seed=1, compute=compute, record_updates=True)
+    with pytest.raises(type(error)):
+        sim.run(30)
+    assert sim.step == 7 and sim.trace.n_steps == 7
+    np.testing.assert_allclose(sim.X, sim.trace.replay(), rtol=0, atol=1e-12)
+    with pytest.raises(StoppedError, match=f"stopped at step 7 with {type(error).__name__}"):
+        sim.run(40)
+    assert sim.step == 7
