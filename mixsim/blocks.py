@@ -184,6 +184,8 @@ class Pairwise(_Block):
     """The computing worker's slot averages with one uniformly random graph neighbour."""
 
     kind = "pairwise"
+    #: Its events depend on the computing worker (none in a round).
+    needs_worker = True
 
     def __init__(self, context, group="workers", graph="cycle_graph", graph_args=None, seed=0):
         super().__init__(context)

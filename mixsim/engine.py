@@ -257,6 +257,15 @@ class Simulation:
                     self.protocol.spec.schedule, self.n) != "sync":
                 raise ProtocolError("'on: round' needs schedule sync",
                                     source=self.protocol.source, key=f"{key}.on")
+            if spec.on == "own-step" and every != 1:
+                raise ProtocolError(f"every = {every!r}: an own-step rule fires after each of "
+                                    "the computing worker's steps; 'every' applies to 'on: "
+                                    "round' and 'on: step'", source=self.protocol.source,
+                                    key=f"{key}.every")
+            if spec.on == "round" and getattr(block, "needs_worker", False):
+                raise ProtocolError(f"op {spec.op!r} acts for the computing worker; a round "
+                                    "has none: use 'on: own-step' or 'on: step'",
+                                    source=self.protocol.source, key=f"{key}.on")
             rules[spec.on].append(_Rule(spec, block, every, self._rule_delay(spec, key),
                                         spec.op))
         return rules

@@ -650,3 +650,24 @@ def test_a_run_stopped_by_an_error_keeps_its_record_and_refuses_to_continue(name
     with pytest.raises(StoppedError, match=f"stopped at step 7 with {type(error).__name__}"):
         sim.run(40)
     assert sim.step == 7
+
+
+@pytest.mark.parametrize(("rule", "key", "message"), [
+    ("on: own-step\n    every: 3\n    op: pairwise\n    args: {group: workers}",
+     "communication[0].every", "an own-step rule fires after each"),
+    ("on: round\n    op: pairwise\n    args: {group: workers}",
+     "communication[0].on", "a round has none"),
+])
+def test_rules_that_cannot_mean_what_they_say_are_refused(rule, key, message, tmp_path,
+                                                          capsys):
+    schedule = "sync" if "round" in rule else "async"
+    path = tmp_path / "p.yaml"
+    path.write_text(f"name: p\nsummary: s\nschedule: {schedule}\ncommunication:\n  - {rule}\n")
+    with pytest.raises(ProtocolError, match=message) as info:
+        Simulation(path, 4)
+    assert info.value.key == key
+    from mixsim.cli import main
+
+    assert main(["validate", str(path), "--workers", "4"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and key in err
