@@ -684,9 +684,26 @@ def run_sweep(sweep, out=None, *, client=None, retry_failed: bool = False,
         sweep = load_sweep(sweep)
     out_dir = Path(out) if out is not None else Path("out") / sweep.name
     points_dir = out_dir / _POINTS
+    _check_outputs(out_dir)
     points_dir.mkdir(parents=True, exist_ok=True)
     with folder_lock(out_dir):
         return _run_locked(sweep, out_dir, points_dir, client, retry_failed, progress)
+
+
+def _check_outputs(out_dir: Path) -> None:
+    """One-line error, before any point runs, when something that is not what the sweep
+    writes stands where it writes (a folder named ``results.csv``, a file named
+    ``points``, an output folder that is a file)."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ConfigError("is not a folder; choose another --out", source=str(out_dir))
+    expected = {_POINTS: "folder", _MANIFEST: "file", "results.csv": "file",
+                "aggregate.csv": "file"}
+    for name, kind in expected.items():
+        path = out_dir / name
+        if path.exists() and (path.is_dir() if kind == "file" else not path.is_dir()):
+            found = "a folder" if path.is_dir() else "a file"
+            raise ConfigError(f"is {found} where the sweep writes its {name} {kind}; remove "
+                              "it or choose another --out", source=str(path))
 
 
 def _run_locked(sweep: Sweep, out_dir: Path, points_dir: Path, client, retry_failed: bool,

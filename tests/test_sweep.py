@@ -465,6 +465,25 @@ def test_a_folder_in_place_of_a_point_file_is_one_line_before_any_point_runs(tmp
     assert not list((out / "points").glob(".*.tmp"))
 
 
+@pytest.mark.parametrize(("name", "make"), [
+    ("results.csv", "folder"), ("aggregate.csv", "folder"), ("sweep.json", "folder"),
+    ("points", "file"), (".", "file")])
+def test_something_else_where_the_sweep_writes_is_one_line_before_any_point_runs(
+        tmp_path, capsys, name, make):
+    path = _write(tmp_path, SWEEP.replace("seeds: 2", "seeds: 1"))
+    out = tmp_path / "out"
+    target = out / name if name != "." else out
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if make == "folder":
+        target.mkdir()
+    else:
+        target.write_text("x")
+    assert _exit_code(["sweep", str(path), "--serial", "--out", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err and str(target) in err
+    assert not (out.is_dir() and list((out / "points").glob("*.json")))
+
+
 def test_a_damaged_manifest_is_one_line(tmp_path, capsys):
     path = _write(tmp_path, SWEEP.replace("seeds: 2", "seeds: 1").replace(
         "protocol.name: [sync-ring, async-ring]", "protocol.name: [sync-ring]"))
