@@ -148,9 +148,26 @@ def test_check_says_when_the_window_products_do_not_fit(monkeypatch):
     from mixsim.errors import ConfigError
 
     trace = Simulation("async-ring", 6, seed=0).run(40).trace
-    # 41 window products of 6 x 6 slots, three copies of 8-byte numbers: 35,424 bytes.
-    monkeypatch.setattr(_memory, "available", lambda: 35_000)
+    # 41 window products of 6 x 6 slots, five copies of 8-byte numbers: 59,040 bytes.
+    monkeypatch.setattr(_memory, "available", lambda: 59_039)
     with pytest.raises(ConfigError, match="41 window products of 6 x 6 slots"):
         trace.check_lemma1(10, 1.0)
-    monkeypatch.setattr(_memory, "available", lambda: 36_000)
+    monkeypatch.setattr(_memory, "available", lambda: 59_040)
     assert trace.check_lemma1(10, 1.0).steps == 40
+
+
+@pytest.mark.parametrize("base", ["sync-ring", "async-ring", "allreduce"])
+def test_the_violation_is_the_earliest_window_over_every_coordinate(base):
+    # Each coordinate of a sparsified trace has its own windows: the reported violation is
+    # the earliest end, then earliest start, over all of them (dense twin per coordinate).
+    sim = Simulation("sparse", 3, d=4, seed=1, params={"base": base, "eta": 0.3}).run(12)
+    t_mix, xi = 2, 1.0
+    broken = [(t, s, r) for coord in range(4)
+              for (s, t), r in _windows_by_hand(sim.trace, t_mix, xi, coord).items()
+              if r > 1 + 1e-9]
+    assert broken
+    t, s, ratio = min(broken)
+    check = sim.trace.check_lemma1(t_mix, xi, coordinates=4)
+    assert check.violation[:2] == (s, t)
+    assert any(check.violation[2] == pytest.approx(r, rel=1e-9)
+               for t2, s2, r in broken if (t2, s2) == (t, s))
