@@ -11,6 +11,7 @@ from the simulated clock; every random choice comes from one seed.
 
 from __future__ import annotations
 
+import gc
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ import simpy
 
 from mixsim import _memory
 from mixsim.blocks import BLOCKS, BlockContext
-from mixsim.errors import DivergenceError, ProtocolError, StoppedError
+from mixsim.errors import ConfigError, DivergenceError, ProtocolError, StoppedError
 from mixsim.operators import _apply_sequence, bound_kernel
 from mixsim.protocol import RuleSpec, build_layout, load_protocol
 from mixsim.timing import Timing
@@ -86,9 +87,28 @@ class Simulation:
                  seed: int = 0, compute: ComputeFn | None = None, initial_state=None,
                  record_updates: bool = False, params: dict | None = None,
                  dtype=np.float64):
+        # Set-up makes O(n) objects that live as long as the run (graph, closures, the
+        # first timer of each worker): at 10^5 workers the cyclic garbage collector, run
+        # again and again over them, took most of the set-up time. None of them is garbage.
+        collecting = gc.isenabled()
+        gc.disable()
+        try:
+            self._setup(protocol, n_workers, d, timing, seed, compute, initial_state,
+                        record_updates, params, dtype)
+        finally:
+            if collecting:
+                gc.enable()
+
+    def _setup(self, protocol, n_workers, d, timing, seed, compute, initial_state,
+               record_updates, params, dtype):
         if not isinstance(n_workers, int | np.integer) or n_workers < 1:
             raise ProtocolError(f"{n_workers!r} workers: must be an integer >= 1",
                                 key="workers")
+        if (isinstance(d, bool) or not isinstance(d, int | np.integer)) or d < 1:
+            raise ConfigError(f"d = {d!r}: must be an integer >= 1", key="d")
+        if np.dtype(dtype) not in (np.float32, np.float64):
+            raise ConfigError(f"dtype = {np.dtype(dtype).name}: the state is float32 or "
+                              "float64", key="dtype")
         self.protocol = load_protocol(protocol, params)
         self.n = int(n_workers)
         self.d = int(d)

@@ -671,3 +671,22 @@ def test_rules_that_cannot_mean_what_they_say_are_refused(rule, key, message, tm
     assert main(["validate", str(path), "--workers", "4"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and key in err
+
+
+@pytest.mark.parametrize(("kwargs", "key"), [
+    ({"d": 0}, "d"), ({"d": 2.5}, "d"), ({"d": "3"}, "d"), ({"d": True}, "d"),
+    ({"dtype": np.float16}, "dtype"), ({"dtype": np.int64}, "dtype"),
+    ({"dtype": np.longdouble}, "dtype")])
+def test_a_bad_state_shape_or_type_is_named(kwargs, key):
+    with pytest.raises(ConfigError) as info:
+        Simulation("async-ring", 4, **kwargs)
+    assert info.value.key == key
+
+
+def test_float32_and_float64_states_are_both_kept_in_their_type():
+    for dtype in (np.float32, np.float64):
+        sim = Simulation("async-ring", 4, d=2, dtype=dtype, record_updates=True,
+                         compute=lambda worker, view, step: 0.5 * view).run(20)
+        assert sim.X.dtype == dtype
+        np.testing.assert_allclose(sim.X, sim.trace.replay(),
+                                   rtol=1e-5 if dtype == np.float32 else 1e-12)
