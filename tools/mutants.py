@@ -377,7 +377,9 @@ def cache_needs(package: Path, relative: str) -> Needs:
                   and isinstance(n.ctx, ast.Store) and isinstance(n.value, ast.Name)
                   and n.value.id in imports[relative]}
         writes.update(*(n.names for n in ast.walk(node) if isinstance(n, ast.Global)))
-        if _compiled(node, classes):
+        if _compiled(node, classes) and not node.decorator_list:
+            fresh[qualname] = "builds kernels"  # their cache files are not named after it
+        elif _compiled(node, classes):
             fresh[qualname] = "a kernel"
         elif failed:
             fresh[qualname] = f"{failed[0]} did not import in the trace"
@@ -623,8 +625,9 @@ def run_module(name: str, sample: int, seed: int, log, only=None,
                     own = Path(scratch) / "cache"
                     shutil.copytree(cache, own)
                     for stem, qualname in detail:
-                        for index in own.rglob(f"{stem}.{qualname}-*.nbi"):
-                            index.unlink()
+                        for pattern in (f"{stem}.{qualname}-*.nbi", f"{stem}.{qualname}.*.nbi"):
+                            for index in own.rglob(pattern):
+                                index.unlink()
                 status, took = _run_tests(site, tests, timeout, own, opt)
             results.append({"index": i, "line": line, "mutation": what, "status": status,
                             "seconds": round(took, 1), "cache": kind})
