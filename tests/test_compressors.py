@@ -1,5 +1,7 @@
 """Compressors of mixsim.optim: against tests/naive.py, properties, unbiasedness, errors."""
 
+import inspect
+
 import naive
 import numpy as np
 import pytest
@@ -21,7 +23,7 @@ from mixsim.optim import (
     uncompressed,
     uniform,
 )
-from mixsim.optim.compressors import _split
+from mixsim.optim.compressors import _COMPRESSORS, _split
 
 DTYPES = [np.float32, np.float64]
 finite = st.floats(-1e6, 1e6, allow_nan=False, width=32)
@@ -77,6 +79,17 @@ def test_top_k_matches_naive(dtype, d):
 def test_top_k_large_d_uses_sampling_and_stays_exact(make, k):
     d = 2 * _kernels._SMALL
     g = make(np.random.default_rng(k), d)
+    np.testing.assert_array_equal(select_top_k(g, k), naive.top_k_indices(g, k))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("k", [10, 1000])
+def test_top_k_few_entries_above_a_large_tie_stays_exact(dtype, k):
+    # Every entry 0.5 but seven larger ones, scattered: the sampled threshold is the tied
+    # magnitude 0.5, so the answer merges the entries above it with the first ties.
+    d = 2 * _kernels._SMALL
+    g = np.full(d, 0.5, dtype)
+    g[[3, 17, 40_000, 40_001, 99_999, 150_000, d - 1]] = [2.0, -3.0, 1.0, -1.0, 4.0, 0.75, 5.0]
     np.testing.assert_array_equal(select_top_k(g, k), naive.top_k_indices(g, k))
 
 
@@ -470,3 +483,70 @@ def test_a_layer_with_nan_counts_all_its_entries_as_sent():
                           np.array([0.0, 0.0, np.nan, 1.0]))
     assert out[:2].tolist() == [0.0, 0.0] and np.all(np.isnan(out[2:]))
     assert state.bits == 66
+
+
+def test_rand_k_per_layer_sends_each_layer_its_share_from_that_layer():
+    # Sizes 1, 3, 6 and k = 3: shares 0.3, 0.9, 1.8, floors 0, 0, 1, the two largest
+    # remainders (0.9, 0.8) get one more: 0, 1, 2. A layer with no share sends nothing
+    # and the layers after it still send theirs, from their own entries.
+    g = np.arange(1.0, 11.0)
+    for seed in range(20):
+        out, state = compress(rand_k(3, offsets=[0, 1, 4, 10], seed=seed), g)
+        kept = np.flatnonzero(out)
+        assert [np.count_nonzero(out[a:b]) for a, b in [(0, 1), (1, 4), (4, 10)]] == [0, 1, 2]
+        np.testing.assert_array_equal(out[kept], g[kept])
+        # per layer min(index list, bitmap): 0 + min(64, 3 + 32) + min(128, 6 + 64)
+        assert state.bits == 0 + 35 + 70
+
+
+def test_scaled_sign_sends_nothing_for_an_empty_layer():
+    g = np.array([1.0, -3.0, 10.0, 10.0, -30.0])
+    out, state = compress(scaled_sign(offsets=[0, 2, 2, 5]), g)
+    np.testing.assert_allclose(
+        out, np.concatenate([naive.scaled_sign(g[:2]), naive.scaled_sign(g[2:])]))
+    assert state.bits == (32 + 2) + (32 + 3)  # seed 003 fn. 5, per non-empty layer
+
+
+def test_adaptive_update_against_the_closed_form_with_its_defaults():
+    # One update from a given u (zeros included, where the default eps = 1e-8 sets the
+    # ratio): probabilities of seed 000 Theorem 2 in closed form, the generator's first
+    # d uniforms, out = g / p where kept (tests/naive.py); xi = 0 is plain Bernoulli.
+    g = np.array([3.0, -1.0, 0.5, 0.25, -0.1, 2.0, 0.0, 1.0, -0.7, 0.05])
+    u = np.array([0.0, 0.0, 1.0, 4.0, 0.25, 9.0, 0.0, 2.0, 0.5, 0.0])
+    for xi in (0.0, 0.25, 0.5, 1.0):
+        compressor = adaptive(0.3, xi=xi, seed=5) if xi != 0.5 else adaptive(0.3, seed=5)
+        state = compressor.init(g)._replace(u=u.copy())
+        out, state = compressor.update(g, state)
+        p = naive.capped_probabilities(naive.adaptive_ratios(g, u, xi, 1e-8), 0.3 * 10)
+        uniforms = np.random.default_rng(5).random(10)
+        expected = naive.sparsify(g, p, uniforms)
+        np.testing.assert_allclose(out, expected, rtol=1e-12)
+        np.testing.assert_allclose(state.u, u + expected**2, rtol=1e-12)
+
+
+def test_adaptive_u_sums_only_the_finite_layers_of_a_message():
+    # Layers [0, 2) and [2, 4): the layer holding inf is sent as NaN and adds nothing to
+    # u; the finite layer adds its squares (seed 000 §4.1; NaN passed on, never kept).
+    compressor = adaptive(1.0, offsets=[0, 2, 4], seed=0)
+    out, state = compress(compressor, np.array([1.0, -2.0, np.inf, 3.0]))
+    assert np.all(np.isnan(out[2:]))
+    np.testing.assert_array_equal(state.u, [1.0, 4.0, 0.0, 0.0])
+
+
+def test_spec_holds_the_factory_arguments_as_given():
+    # Spec.params: "the hyper-parameters given to the factory" (mixsim.optim.transform).
+    given = {
+        "top-k": {"k": 3, "offsets": [0, 2, 6]},
+        "rand-k": {"density": 0.5, "rescale": True, "seed": 1},
+        "scaled-sign": {"offsets": None},
+        "bernoulli": {"density": 0.25, "seed": 2},
+        "uniform": {"density": 0.75},
+        "adaptive": {"density": 0.5, "xi": 0.25, "eps": 1e-6, "seed": 3},
+        "none": {},
+    }
+    for name, params in given.items():
+        compressor = make_compressor(name, **params)
+        for key, value in params.items():
+            assert compressor.spec.params.get(key, value) == value
+        accepted = set(inspect.signature(_COMPRESSORS[name]).parameters)
+        assert set(compressor.spec.params) <= accepted, name

@@ -93,6 +93,25 @@ def test_error_feedback_top_k_of_nearly_everything_stays_exact(dtype):
         np.testing.assert_array_equal(state.error, e)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_error_feedback_top_k_of_a_large_fraction_stays_exact(dtype):
+    # k = 40% of d: the sampled threshold separates, and the candidates at or above it
+    # (about k) fit the capacity 2k + 4096 while the entries below it (about 60%) would
+    # too; only the candidate pass's own test tells them apart.
+    d = 2 * _kernels._SMALL + 37
+    k = 2 * d // 5
+    rng = np.random.default_rng(11)
+    ef = error_feedback(top_k(k))
+    state = ef.init(np.zeros(d, dtype))
+    e = np.zeros(d, dtype)
+    for _ in range(2):
+        g = rng.standard_normal(d).astype(dtype)
+        c, state = ef.update(g, state)
+        rc, e = naive.error_feedback_top_k(g, e, k)
+        np.testing.assert_array_equal(c, rc)
+        np.testing.assert_array_equal(state.error, e)
+
+
 @settings(max_examples=50, deadline=None)
 @given(arrays(np.float64, st.integers(1, 40), elements=finite), st.data())
 def test_error_feedback_conserves_the_sum(g, data):

@@ -678,7 +678,6 @@ def _capped_probabilities(r, c, p, rounds):
         # Sums of the smallest values, so that removing the largest never cancels.
         below = np.cumsum(values)
         cut = np.inf
-        total = 0.0
         for j in range(active - 1, -1, -1):
             total = below[j]
             if total <= 0.0 or left <= 0.0:

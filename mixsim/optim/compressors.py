@@ -453,7 +453,10 @@ def _probability_sparsifier(
                                          not np.isfinite(out).all() else out)
         return out, state._replace(bits=_sparse_cost(kept, layers))
 
-    params = {"density": density, "xi": xi, "eps": eps, "offsets": offsets, "seed": seed}
+    # The spec holds the factory's own arguments: Bernoulli takes no xi and no eps.
+    params = {"density": density, "offsets": offsets, "seed": seed}
+    if xi is not None:
+        params.update(xi=xi, eps=eps)
     return Transformation(init, update, spec=Spec(name, params))
 
 
