@@ -119,3 +119,23 @@ def test_xi_is_the_largest_norm_over_every_window(name, n):
                             1.0)
     assert got == pytest.approx(best, rel=1e-9)
     assert got > 1.0
+
+
+def test_lower_bounds_of_open_starts_certify_that_they_are_not_halved():
+    # An open start's bound is the largest singular value of its window on two vectors: at
+    # most the window ratio (dense products), and above 1/2, since the scan keeps a start
+    # open only on a certificate (a bound above the threshold, or a failed exact test that
+    # turns the vectors to the top singular pair).
+    sim = Simulation("async-ring", 8, seed=1).run(30)
+    basis = sim.trace.consensus.complement_basis()
+    scan = FirstPassages(basis, np.arange(8))
+    scan.advance(sim.trace.compile(1), sim.step)
+    steps = naive.step_matrices(sim.trace)
+    bounds = scan.lower_bounds()
+    assert bounds.shape == (8, 2)
+    for s, (length, bound) in enumerate(bounds):
+        Y = basis
+        for e in range(s, sim.step):
+            Y = steps[e] @ Y
+        assert length == sim.step - s
+        assert 0.5 < bound <= np.linalg.norm(Y, 2) * (1 + 1e-12)

@@ -216,3 +216,38 @@ def test_networkx_dispatch_keywords_are_not_generator_arguments():
         make_graph("cycle_graph", 4, args={"backend": "networkx"})
     assert info.value.key == "args.backend"
     assert "backend" not in str(info.value).split("its parameters are")[1]
+
+
+@pytest.mark.parametrize("n", [0, -3, True, 2.0])
+def test_a_worker_count_that_is_not_a_positive_integer_is_refused(n):
+    # Each builder checks its own n: a bool, a float and n < 1 are each refused on their own.
+    for build in (lambda: make_graph("cycle_graph", n), lambda: exponential_graph(n),
+                  lambda: ring_matrix(n)):
+        with pytest.raises(ConfigError) as info:
+            build()
+        assert info.value.key == "n"
+
+
+@pytest.mark.parametrize(("i", "round", "n"), [(8, 0, 8), (-1, 0, 8), (0, -1, 8), (0, 0, 0)])
+def test_one_peer_exponential_peer_refuses_a_node_or_round_out_of_range(i, round, n):
+    with pytest.raises(ConfigError, match="need 0 <= i < n"):
+        one_peer_exponential_peer(i, round, n)
+
+
+def test_a_missing_generator_argument_is_named_before_the_call():
+    # The check of required parameters, not networkx's own TypeError, names the argument.
+    with pytest.raises(ConfigError, match=r"needs argument 'd' in args") as info:
+        make_graph("random_regular_graph", 5)
+    assert info.value.key == "args.d"
+
+
+def test_is_doubly_stochastic_at_zero_tolerance_and_for_non_square_matrices():
+    # Exact dyadic sums pass with tol = 0 (the sums and the sign test are inclusive) ...
+    assert is_doubly_stochastic(np.eye(3), tol=0.0)
+    assert is_doubly_stochastic([[0.75, 0.25], [0.25, 0.75]], tol=0.0)
+    assert not is_doubly_stochastic([[0.75, 0.25], [0.25, 0.5]], tol=0.0)
+    # ... and a non-square matrix is refused even when a loose tolerance would accept its
+    # sums (row sum 1, column sums 1/2, within 0.6 of 1).
+    assert not is_doubly_stochastic([[0.5, 0.5]], tol=0.6)
+    assert not is_doubly_stochastic(np.full((2, 1), 0.5), tol=0.6)
+    assert not is_doubly_stochastic(np.ones(3) / 3)

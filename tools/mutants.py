@@ -64,8 +64,9 @@ MODULES = {
     "kernels": ("optim/_kernels.py", ["tests/test_optim_kernels.py",
                                       "tests/test_compressors.py", "tests/test_memory.py"]),
     "compressors": ("optim/compressors.py", ["tests/test_compressors.py"]),
-    "operators": ("operators.py", ["tests/test_operators.py", "tests/test_passages.py"]),
-    "passages": ("_passages.py", ["tests/test_passages.py"]),
+    "operators": ("operators.py", ["tests/test_operators.py", "tests/test_passages.py",
+                                   "tests/test_probes.py"]),
+    "passages": ("_passages.py", ["tests/test_passages.py", "tests/test_probes.py"]),
 }
 
 _SWAPS = {
