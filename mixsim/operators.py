@@ -63,14 +63,15 @@ def _apply_packed(X, ints, floats, buf):
     """:func:`_apply_rows` with the operator packed in two arrays (see
     :meth:`Operator.packed`)."""
     r, nnz, nlr = ints[0], ints[1], ints[2]
-    rows = ints[3:3 + r]
-    row_ptr = ints[3 + r:4 + 2 * r]
-    cols = ints[4 + 2 * r:4 + 2 * r + nnz]
-    lr_cols = ints[4 + 2 * r + nnz:4 + 2 * r + nnz + nlr]
-    vals = floats[:nnz]
-    lr_vals = floats[nnz:nnz + nlr]
-    lr_coef = floats[nnz + nlr:nnz + nlr + r]
-    _rows_out(X, X.shape[1], r, 0, 0, rows, row_ptr, cols, vals, 0, nlr, lr_cols, lr_vals,
+    # Each part starts where the one before it ends; its length is in the counts (the
+    # slices are left open: _rows_out reads by counts and offsets only).
+    rows = ints[3:]
+    row_ptr = ints[3 + r:]
+    cols = ints[4 + 2 * r:]
+    lr_cols = ints[4 + 2 * r + nnz:]
+    lr_vals = floats[nnz:]
+    lr_coef = floats[nnz + nlr:]
+    _rows_out(X, X.shape[1], r, 0, 0, rows, row_ptr, cols, floats, 0, nlr, lr_cols, lr_vals,
               lr_coef, buf)
 
 

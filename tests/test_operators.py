@@ -120,7 +120,7 @@ def test_bound_operator_kernel_matches_numpy(size, d, seed, dtype, rank_one):
     # The engine's per-event kernel: the operator packed in two arrays and bound to X in
     # one numba structure. Reference: the rows written out by hand (or the slack average
     # x_i <- (1 - gamma) x_i + gamma mean(x_group) in closed form).
-    from mixsim.operators import bound_kernel
+    from mixsim.operators import _BoundOp, bound_kernel
 
     rng = np.random.default_rng(seed)
     X = rng.standard_normal((size, d)).astype(dtype)
@@ -134,6 +134,7 @@ def test_bound_operator_kernel_matches_numpy(size, d, seed, dtype, rank_one):
         op, new_rows = _random_operator(rng, size)
         expected = _naive_apply(new_rows, X.astype(np.float64))
     kernel, bound = bound_kernel(X, op)
+    assert isinstance(bound, _BoundOp)  # one compiled structure, not the Python fallback
     kernel(bound)
     tol = 1e-12 if dtype == np.float64 else 1e-5
     np.testing.assert_allclose(X, expected, rtol=tol, atol=tol * size)
