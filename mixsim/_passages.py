@@ -161,12 +161,11 @@ def _orthonormalise(Z):
 
 
 @njit
-def _refresh(G, Vs, skip, state):
+def _refresh(G, Vs, skip):
     """Subspace iteration on ``G`` from the columns of ``Vs`` (left orthonormal and close
     to the top two eigenvectors, which makes the bound tight)."""
     top = 0.0
     for _ in range(60):
-        state[3] += 1
         Z = np.dot(G, Vs)
         # The largest Ritz value of the pair: the (squared) bound this pair gives.
         a = _cdot(Vs, 0, Z, 0)
@@ -215,12 +214,11 @@ def _set_bound(T, s, U, gram):
 
 
 @njit
-def _lift(first_phase, wide, Q, blocks, s, Vs, U, gram, skip, state):
+def _lift(first_phase, wide, Q, blocks, s, Vs, U, gram, skip):
     """Subspace iterations on ``Y_s^T Y_s`` by products only, until the bound exceeds
     ``skip`` (returns True: not halved) or stops growing (returns False)."""
     previous = 0.0
     for _ in range(12):
-        state[3] += 1
         T = _times_y(first_phase, wide, Q, blocks, s, Vs)
         a = _cdot(T, 0, T, 0)
         c = _cdot(T, 1, T, 1)
@@ -246,8 +244,8 @@ def _scan(starts, reference, e_from, e_to, step_base, coord, basis, wide, blocks
           op_lr_coef, buf, half):
     """Advance the scan of one chunk of starts over steps ``[e_from, e_to)``.
 
-    ``state`` holds the number of active starts, the number still open, and counts of
-    exact tests and of subspace iterations. Returns the next step to examine.
+    ``state`` holds the number of active starts and the number still open. Returns the
+    next step to examine.
     """
     size, k = basis.shape
     c = starts.shape[0]
@@ -317,10 +315,9 @@ def _scan(starts, reference, e_from, e_to, step_base, coord, basis, wide, blocks
                 continue
             # First a few subspace iterations with products by Y_s and Y_s^T only: if
             # they lift the bound above the threshold, the start is certainly not halved.
-            if _lift(e < reference, wide, Q, blocks, s, V[s], U, gram, skip, state):
+            if _lift(e < reference, wide, Q, blocks, s, V[s], U, gram, skip):
                 continue
             # Exact test on Y_s: is h^2 I - Y_s^T Y_s positive definite?
-            state[2] += 1
             if e < reference:
                 Y[:, :] = _block(wide, s, k)
             else:
@@ -335,7 +332,7 @@ def _scan(starts, reference, e_from, e_to, step_base, coord, basis, wide, blocks
                 continue
             # Not halved: turn the bound vectors towards the top singular vectors so that
             # the bound is tight again.
-            _refresh(G, V[s], skip, state)
+            _refresh(G, V[s], skip)
             _set_bound(np.dot(Y, V[s]), s, U, gram)
         e += 1
     state[0] = active
@@ -392,7 +389,8 @@ class FirstPassages:
 
     @property
     def next_step(self) -> int:
-        """The first step some open chunk has not examined yet."""
+        """The first step some open chunk has not examined yet (0 when every start has
+        halved)."""
         open_steps = [chunk.e_next for chunk in self._chunks if chunk.open]
         return min(open_steps) if open_steps else 0
 
@@ -435,7 +433,7 @@ class _Chunk:
         self.U = np.zeros((size, 2 * c))
         self.gram = np.zeros((3, c))
         self.length = np.full(c, -1, dtype=np.int64)
-        self.state = np.array([0, c, 0, 0], dtype=np.int64)
+        self.state = np.array([0, c], dtype=np.int64)
 
     @property
     def open(self) -> bool:

@@ -55,6 +55,8 @@ def test_exact_halvings_are_kept():
     scan = FirstPassages(sim.trace.consensus.complement_basis(), np.arange(4))
     lengths = scan.advance(sim.trace.compile(1), sim.step)
     assert lengths.tolist() == [4, 3, 2, 1]
+    # Every chunk closed: no step is left to examine.
+    assert scan.done and scan.next_step == 0
 
 
 def test_sparsified_coordinates_have_their_own_passages():
@@ -83,8 +85,13 @@ def test_starts_not_halved_by_the_end_stay_open():
 def test_small_chunks_give_the_same_passages(monkeypatch):
     sim = Simulation("async-ps", 6, seed=3).run(300)
     basis = sim.trace.consensus.complement_basis()
-    starts = np.array([0, 1, 2, 3, 4, 5, 30, 31])
-    whole = FirstPassages(basis, starts).advance(sim.trace.compile(1), sim.step).copy()
+    # Start 200 lies more than 4 * size + 64 steps after the first: a chunk of its own.
+    starts = np.array([0, 1, 2, 3, 4, 5, 30, 31, 200])
+    scan = FirstPassages(basis, starts)
+    assert len(scan._chunks) == 2
+    whole = scan.advance(sim.trace.compile(1), sim.step).copy()
+    expected = naive.first_passages(naive.step_matrices(sim.trace), basis, starts, HALF)
+    assert np.array_equal(whole, expected)
     monkeypatch.setattr(_passages, "_CHUNK_BYTES", 1)
     scan = FirstPassages(basis, starts[::-1])
     assert len(scan._chunks) == starts.size
@@ -139,3 +146,56 @@ def test_lower_bounds_of_open_starts_certify_that_they_are_not_halved():
             Y = steps[e] @ Y
         assert length == sim.step - s
         assert 0.5 < bound <= np.linalg.norm(Y, 2) * (1 + 1e-12)
+
+
+@pytest.mark.parametrize("m", [1, 2, 3, 5, 8])
+def test_positive_definite_agrees_with_the_eigenvalues(m):
+    # The exact halving test factorises h^2 I - Y^T Y; the reference is its smallest
+    # eigenvalue (numpy), on matrices whose smallest eigenvalue is clearly above or below 0.
+    rng = np.random.default_rng(m)
+    for _ in range(200):
+        Q, _ = np.linalg.qr(rng.standard_normal((m, m)))
+        eigenvalues = rng.uniform(0.05, 2.0, m) * rng.choice([1.0, 1.0, -1.0], m)
+        A = (Q * eigenvalues) @ Q.T
+        A = (A + A.T) / 2
+        expected = bool(np.linalg.eigvalsh(A).min() > 0)
+        assert _passages._positive_definite(A.copy()) == expected
+
+
+def test_a_trace_of_several_rank_one_operators_against_dense_products():
+    # Averages and slack over sub-groups (a diagonal plus a rank-one part each) and a
+    # pairwise average, several operators in one trace (no catalog protocol mixes them).
+    # The passages equal the dense products, and every open start keeps U_s = Y_s V_s
+    # (its two bound vectors, updated with each operator's rank-one part).
+    from mixsim import Operator
+    from mixsim.state import SlotLayout
+    from mixsim.trace import Consensus, Trace
+
+    size, n_steps = 6, 60
+    layout = SlotLayout({"workers": size})
+    trace = Trace(layout, Consensus(layout))
+    ops = [Operator.from_rows({0: {0: 0.5, 5: 0.5}, 5: {0: 0.5, 5: 0.5}}, size),
+           Operator.mix([0, 1, 2], 0.5, size), Operator.mix([2, 3, 4, 5], 0.7, size),
+           Operator.mix([1, 3, 5], 1.0, size)]
+    rng = np.random.default_rng(0)
+    for step in range(n_steps):
+        for k in rng.choice(len(ops), rng.integers(0, 3)):
+            trace.record(step, float(step), "gossip", ops[k])
+    trace.n_steps = n_steps
+    assert all(op.low_rank for op in ops[1:])
+    basis = trace.consensus.complement_basis()
+    starts = np.array([*range(10), 56, 57, 58])
+    scan = FirstPassages(basis, starts)
+    lengths = scan.advance(trace.compile(1), n_steps)
+    steps = naive.step_matrices(trace)
+    assert np.array_equal(lengths, naive.first_passages(steps, basis, starts, HALF))
+    (chunk,) = scan._chunks
+    c = chunk.starts.size
+    open_starts = [s for s in range(c) if chunk.length[s] < 0]
+    assert open_starts
+    for s in open_starts:
+        Y = basis
+        for e in range(chunk.starts[s], n_steps):
+            Y = steps[e] @ Y
+        got = np.stack([chunk.U[:, s], chunk.U[:, c + s]], axis=1)
+        np.testing.assert_allclose(got, Y @ chunk.V[s], rtol=1e-12, atol=1e-12)
