@@ -513,7 +513,7 @@ def test_adaptive_update_against_the_closed_form_with_its_defaults():
     # d uniforms, out = g / p where kept (tests/naive.py); xi = 0 is plain Bernoulli.
     g = np.array([3.0, -1.0, 0.5, 0.25, -0.1, 2.0, 0.0, 1.0, -0.7, 0.05])
     u = np.array([0.0, 0.0, 1.0, 4.0, 0.25, 9.0, 0.0, 2.0, 0.5, 0.0])
-    for xi in (0.0, 0.25, 0.5, 1.0):
+    for xi in (0.0, 0.25, 0.5, 1.0, 1.5):
         compressor = adaptive(0.3, xi=xi, seed=5) if xi != 0.5 else adaptive(0.3, seed=5)
         state = compressor.init(g)._replace(u=u.copy())
         out, state = compressor.update(g, state)
