@@ -513,7 +513,7 @@ def test_adaptive_update_against_the_closed_form_with_its_defaults():
     # d uniforms, out = g / p where kept (tests/naive.py); xi = 0 is plain Bernoulli.
     g = np.array([3.0, -1.0, 0.5, 0.25, -0.1, 2.0, 0.0, 1.0, -0.7, 0.05])
     u = np.array([0.0, 0.0, 1.0, 4.0, 0.25, 9.0, 0.0, 2.0, 0.5, 0.0])
-    for xi in (0.0, 0.25, 0.5, 1.0):
+    for xi in (0.0, 0.25, 0.5, 1.0, 1.5):
         compressor = adaptive(0.3, xi=xi, seed=5) if xi != 0.5 else adaptive(0.3, seed=5)
         state = compressor.init(g)._replace(u=u.copy())
         out, state = compressor.update(g, state)
@@ -522,6 +522,28 @@ def test_adaptive_update_against_the_closed_form_with_its_defaults():
         expected = naive.sparsify(g, p, uniforms)
         np.testing.assert_allclose(out, expected, rtol=1e-12)
         np.testing.assert_allclose(state.u, u + expected**2, rtol=1e-12)
+
+
+def test_adaptive_per_layer_update_against_the_closed_form():
+    # Per layer (seed 000 §6): each layer's own u and expected density c = 0.3 * its size,
+    # the generator's first d uniforms over the whole vector.
+    g = np.array([3.0, -1.0, 0.5, 0.25, -0.1, 2.0, 0.0, 1.0, -0.7, 0.05])
+    u = np.array([0.0, 0.0, 1.0, 4.0, 0.25, 9.0, 0.0, 2.0, 0.5, 0.0])
+    compressor = adaptive(0.3, offsets=[0, 4, 10], seed=5)
+    out, _ = compressor.update(g, compressor.init(g)._replace(u=u.copy()))
+    uniforms = np.random.default_rng(5).random(10)
+    expected = np.concatenate([
+        naive.sparsify(g[a:b], naive.capped_probabilities(
+            naive.adaptive_ratios(g[a:b], u[a:b], 0.5, 1e-8), 0.3 * (b - a)), uniforms[a:b])
+        for a, b in [(0, 4), (4, 10)]])
+    np.testing.assert_allclose(out, expected, rtol=1e-12)
+
+
+def test_an_empty_vector_sends_nothing():
+    # A positive density keeps at least one entry of a non-empty vector only.
+    for compressor in (top_k(density=0.5), rand_k(density=0.5, seed=0)):
+        out, state = compress(compressor, np.zeros(0))
+        assert out.shape == (0,) and state.bits == 0
 
 
 def test_adaptive_u_sums_only_the_finite_layers_of_a_message():
