@@ -526,7 +526,8 @@ class Simulation:
 
             def prepare(k: int) -> tuple:
                 """Option ``k`` as ``(index, kernel, bound operator)`` if it is one event,
-                else ``(-1, None, [such triples])``."""
+                else ``(-1, None, [such triples])`` (no event: a worker without a neighbour;
+                built-in blocks have no options of several events)."""
                 entries = [cache.get(id(op)) or cache_op(op) for op, _ in option(k)]
                 prepared[k] = entries[0] if len(entries) == 1 else (-1, None, entries)
                 return prepared[k]

@@ -690,3 +690,10 @@ def test_float32_and_float64_states_are_both_kept_in_their_type():
         assert sim.X.dtype == dtype
         np.testing.assert_allclose(sim.X, sim.trace.replay(),
                                    rtol=1e-5 if dtype == np.float32 else 1e-12)
+
+
+def test_a_lone_worker_in_a_timer_chain_computes_without_events():
+    # A ring of one: the pick has no neighbour (an option of no event) on the fast path.
+    sim = Simulation("async-ring", 1, seed=0, compute=lambda worker, view, step: None)
+    sim.run(5)
+    assert sim._chained and sim.step == 5 and len(sim.trace) == 0
